@@ -1,0 +1,29 @@
+"""Errors the CLI turns into one clear line and a non-zero exit code."""
+
+from __future__ import annotations
+
+
+class EdgeMossError(Exception):
+    """Base class: a problem with the user's input or environment, not a bug."""
+
+    exit_code = 2
+
+
+class AudioError(EdgeMossError):
+    """Audio that cannot be read or used (unreadable, empty, non-finite, too short)."""
+
+
+class BundleError(EdgeMossError):
+    """A bundle that is missing, truncated, edited or of an unknown format version."""
+
+
+class CheckpointError(EdgeMossError):
+    """A checkpoint directory that is not a complete MOSS-Audio checkpoint."""
+
+
+class DeviceError(EdgeMossError):
+    """No usable audio input device or execution provider."""
+
+
+class MissingExtraError(EdgeMossError):
+    """A build-side command run without the optional dependencies it needs."""
