@@ -1,0 +1,218 @@
+"""The MOSS-Audio (Qwen3) tokenizer rebuilt from vocab.json + merges.txt with `tokenizers`.
+
+The release ships no tokenizer.json, so the byte-level BPE is assembled here the way transformers'
+Qwen2Tokenizer does it: NFC normaliser, Qwen2 split regex, byte-level pre-tokenizer and decoder.
+Added tokens come from tokenizer_config.json (added_tokens_decoder) and added_tokens.json.
+The audio aliases of the MOSS processor (<|AUDIO|>, <|audio_bos|>, <|audio_eos|>) are recognised
+in text as well.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+from tokenizers.models import BPE
+
+from edge_runtime.errors import CheckpointError
+from edge_runtime.model_facts import AUDIO_END_ID, AUDIO_START_ID, AUDIO_TOKEN_ID
+
+# The split pattern of Qwen2/Qwen3 byte-level BPE.
+QWEN2_SPLIT_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+MOSS_AUDIO_ALIASES = {
+    "<|AUDIO|>": AUDIO_TOKEN_ID,
+    "<|audio_bos|>": AUDIO_START_ID,
+    "<|audio_eos|>": AUDIO_END_ID,
+}
+
+
+@lru_cache(maxsize=1)
+def _byte_level_alphabet() -> dict[str, int]:
+    """The GPT-2 byte-level map, inverted: printable stand-in character -> byte value."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    chars = list(printable)
+    shift = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + shift)
+            shift += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read tokenizer file {path}: {exc}") from None
+
+
+def _read_merges(path: Path) -> list[tuple[str, str]]:
+    """merges.txt: an optional '#version' line, then 'left right' per line (LF or CRLF)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CheckpointError(f"cannot read tokenizer file {path}: {exc}") from None
+    merges = []
+    for number, line in enumerate(text.splitlines()):
+        if not line or (number == 0 and line.startswith("#version")):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise CheckpointError(f"{path} line {number + 1} is not a 'left right' merge: {line!r}")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def _added_tokens(directory: Path) -> dict[int, AddedToken]:
+    """Added tokens by id: tokenizer_config.json's added_tokens_decoder, then added_tokens.json."""
+    tokens: dict[int, AddedToken] = {}
+    config_path = directory / "tokenizer_config.json"
+    if config_path.is_file():
+        for key, entry in _read_json(config_path).get("added_tokens_decoder", {}).items():
+            tokens[int(key)] = AddedToken(
+                entry["content"], single_word=entry.get("single_word", False),
+                lstrip=entry.get("lstrip", False), rstrip=entry.get("rstrip", False),
+                normalized=entry.get("normalized", False), special=entry.get("special", False))
+    extra_path = directory / "added_tokens.json"
+    if extra_path.is_file():
+        known = {tok.content for tok in tokens.values()}
+        for content, token_id in _read_json(extra_path).items():
+            if content not in known and int(token_id) not in tokens:
+                tokens[int(token_id)] = AddedToken(content, normalized=False, special=False)
+    return tokens
+
+
+class MossTokenizer:
+    """Byte-level BPE tokenizer of the checkpoint, with the MOSS audio aliases."""
+
+    def __init__(self, backend: Tokenizer, aliases: dict[str, int]) -> None:
+        self._backend = backend
+        # Aliases whose id already names another token (e.g. <|AUDIO|> = <|vision_pad|>) cannot be
+        # added tokens; encode() splits them out of the text itself.
+        self._aliases = dict(aliases)
+        self._split_aliases = {a: i for a, i in aliases.items() if backend.token_to_id(a) != i}
+        self._alias_re = (re.compile("(" + "|".join(map(re.escape, self._split_aliases)) + ")")
+                          if self._split_aliases else None)
+        self.vocab_size = max(backend.get_vocab_size(with_added_tokens=True),
+                              max(self._aliases.values()) + 1)
+        self._added = backend.get_added_tokens_decoder()
+        self._token_bytes_cache: dict[int, bytes] = {}
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; special-token strings in it become their ids. No BOS/EOS added."""
+        if self._alias_re is None:
+            return self._backend.encode(text, add_special_tokens=False).ids
+        ids: list[int] = []
+        for index, part in enumerate(self._alias_re.split(text)):
+            if index % 2:
+                ids.append(self._split_aliases[part])
+            elif part:
+                ids.extend(self._backend.encode(part, add_special_tokens=False).ids)
+        return ids
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """Text of `ids` (invalid UTF-8 becomes U+FFFD, as in transformers)."""
+        return self._backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        """Id of a vocabulary or added token (audio aliases included); None when unknown."""
+        if token in self._aliases:
+            return self._aliases[token]
+        return self._backend.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        """Vocabulary string of an id (byte-level form for ordinary tokens); None when unknown."""
+        return self._backend.id_to_token(int(token_id))
+
+    def is_special(self, token_id: int) -> bool:
+        """Whether decode(skip_special_tokens=True) drops this id."""
+        token = self._added.get(int(token_id))
+        return token is not None and token.special
+
+    def token_bytes(self, token_id: int, skip_special_tokens: bool = False) -> bytes:
+        """The bytes one id stands for: an added token's UTF-8 text, an ordinary token's bytes
+        (b'' for unknown ids and for special tokens when they are skipped)."""
+        token_id = int(token_id)
+        added = self._added.get(token_id)
+        if added is not None:
+            return b"" if (skip_special_tokens and added.special) else added.content.encode("utf-8")
+        data = self._token_bytes_cache.get(token_id)
+        if data is None:
+            token = self._backend.id_to_token(token_id)
+            alphabet = _byte_level_alphabet()
+            data = b"" if token is None else bytes(alphabet[c] for c in token)
+            self._token_bytes_cache[token_id] = data
+        return data
+
+
+def load_tokenizer(directory: str | Path) -> MossTokenizer:
+    """Build the tokenizer from a checkpoint (or bundle) directory's vocab.json + merges.txt,
+    tokenizer_config.json and added_tokens.json. Raises CheckpointError when files are missing."""
+    directory = Path(directory)
+    for name in ("vocab.json", "merges.txt"):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"tokenizer file {name} missing in {directory}")
+    vocab = _read_json(directory / "vocab.json")
+    merges = _read_merges(directory / "merges.txt")
+    added = _added_tokens(directory)
+    taken_ids = set(vocab.values()) | set(added)
+    present = {tok.content for tok in added.values()}
+    for alias, token_id in MOSS_AUDIO_ALIASES.items():
+        if alias not in present and token_id not in taken_ids:
+            added[token_id] = AddedToken(alias, normalized=False, special=True)
+
+    # Added tokens enter the BPE vocabulary at their ids; registering them afterwards makes the
+    # backend split them out of text and keeps those ids (it reuses ids the model already has).
+    full_vocab = dict(vocab)
+    for token_id, token in added.items():
+        full_vocab.setdefault(token.content, token_id)
+    backend = Tokenizer(BPE(vocab=full_vocab, merges=merges, dropout=None, unk_token=None,
+                            continuing_subword_prefix="", end_of_word_suffix="",
+                            fuse_unk=False, byte_fallback=False))
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    backend.decoder = decoders.ByteLevel()
+    ordered = [added[i] for i in sorted(added)]
+    backend.add_special_tokens([t for t in ordered if t.special])
+    backend.add_tokens([t for t in ordered if not t.special])
+    for token_id, token in added.items():
+        if backend.token_to_id(token.content) != token_id:
+            raise CheckpointError(
+                f"tokenizer in {directory}: added token {token.content!r} should have id {token_id}")
+    return MossTokenizer(backend, MOSS_AUDIO_ALIASES)
+
+
+class IncrementalDetokenizer:
+    """Turns generated ids into text piece by piece, never splitting a UTF-8 character.
+
+    Bytes of an unfinished character are held back until it completes; the pieces joined equal
+    `tokenizer.decode(all_ids, skip_special_tokens)` once `flush()` has been called.
+    """
+
+    def __init__(self, tokenizer: MossTokenizer, skip_special_tokens: bool = True) -> None:
+        self._tokenizer = tokenizer
+        self._skip = skip_special_tokens
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        """Add one id; return the text that is now complete (may be '')."""
+        return self._decoder.decode(self._tokenizer.token_bytes(token_id, self._skip))
+
+    def flush(self) -> str:
+        """Return what is held back (an unfinished character becomes U+FFFD) and reset."""
+        text = self._decoder.decode(b"", final=True)
+        self._decoder.reset()
+        return text
