@@ -1,0 +1,205 @@
+"""The KV-cached ONNX decoder at run time: preallocated cache buffers bound in place.
+
+Each layer's key and value cache is one float32 buffer [1, kv_heads, max_context, head_dim],
+bound with IOBinding to both `past_key_values.{i}.*` and `present.{i}.*`. GroupQueryAttention
+sees the same pointer on both sides and appends the new positions in place, so a step copies no
+cache. The number of valid positions lives here (`length`); rolling back just lowers it: the
+stale tail is never read (attention only looks at the first `length` positions) and is
+overwritten by the next forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+import numpy as np
+import onnxruntime as ort
+
+from .errors import BundleError, EdgeMossError
+from .ort_session import make_session
+
+
+class ContextLengthError(EdgeMossError):
+    """The prompt plus the generated tokens would not fit the decoder's context."""
+
+
+@dataclass(frozen=True)
+class DecoderDims:
+    """The shapes the decoder graph was built with."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    num_deepstack: int
+    vocab_size: int
+    max_positions: int  # rows of the graph's RoPE cache: the longest context it supports
+
+    @classmethod
+    def from_session(cls, session: ort.InferenceSession) -> "DecoderDims":
+        inputs = {i.name: i for i in session.get_inputs()}
+        layers = sum(1 for n in inputs if n.startswith("past_key_values.") and n.endswith(".key"))
+        kv_shape = inputs["past_key_values.0.key"].shape
+        meta = session.get_modelmeta().custom_metadata_map
+        logits = {o.name: o for o in session.get_outputs()}["logits"].shape
+        return cls(
+            num_layers=layers,
+            num_kv_heads=int(kv_shape[1]),
+            head_dim=int(kv_shape[3]),
+            hidden_size=int(inputs["inputs_embeds"].shape[2]),
+            num_deepstack=int(inputs["deepstack_embeds"].shape[0]),
+            vocab_size=int(logits[2]),
+            max_positions=int(meta.get("max_context", 0)) or 1 << 30,
+        )
+
+
+def _resolve_dims(dims: Any, session: ort.InferenceSession) -> DecoderDims:
+    """DecoderDims from the graph, checked against a MossAudioConfig when one is given."""
+    if isinstance(dims, DecoderDims):
+        return dims
+    found = DecoderDims.from_session(session)
+    lang = getattr(dims, "language", None)
+    if lang is not None:
+        want = {"num_layers": lang.num_hidden_layers, "num_kv_heads": lang.num_key_value_heads,
+                "head_dim": lang.head_dim, "hidden_size": lang.hidden_size,
+                "num_deepstack": dims.num_deepstack, "vocab_size": lang.vocab_size}
+        bad = [f"{k} {getattr(found, k)} != {v}" for k, v in want.items() if getattr(found, k) != v]
+        if bad:
+            raise BundleError(f"decoder graph does not match the model config: {', '.join(bad)}")
+    return found
+
+
+class Decoder:
+    """Owns the decoder session and its KV cache; `forward` appends tokens to the cache."""
+
+    def __init__(self, model_path: str | Path, dims: Any = None, max_context: int = 4096,
+                 device: str = "cpu", threads: int | None = None,
+                 session: ort.InferenceSession | None = None):
+        """dims: DecoderDims, a MossAudioConfig (checked against the graph) or None (read the graph).
+
+        The cache buffers live in host memory; `device` picks the session's execution provider.
+        """
+        self.session = session or make_session(model_path, device=device, threads=threads)
+        self.dims = _resolve_dims(dims, self.session)
+        if max_context > self.dims.max_positions:
+            raise ContextLengthError(
+                f"max_context {max_context} exceeds the {self.dims.max_positions} positions this decoder "
+                "was built for"
+            )
+        self.max_context = int(max_context)
+        d = self.dims
+        shape = (1, d.num_kv_heads, self.max_context, d.head_dim)
+        self._device = "cpu"
+        self._binding = self.session.io_binding()
+        # numpy owns the cache memory; the OrtValues alias it (keep both alive together).
+        self._cache: list[np.ndarray] = []
+        self._cache_values: list[ort.OrtValue] = []
+        for i in range(d.num_layers):
+            for kind in ("key", "value"):
+                buf = np.zeros(shape, dtype=np.float32)
+                value = ort.OrtValue.ortvalue_from_numpy(buf, self._device, 0)
+                self._cache.append(buf)
+                self._binding.bind_ortvalue_input(f"past_key_values.{i}.{kind}", value)
+                self._binding.bind_ortvalue_output(f"present.{i}.{kind}", value)
+                self._cache_values.append(value)
+        # Step buffers: scalars updated in place, bound once.
+        self._seqlens = np.zeros((1,), dtype=np.int32)
+        self._total = np.zeros((), dtype=np.int32)
+        self._bind_array("seqlens_k", self._seqlens)
+        self._bind_array("total_sequence_length", self._total)
+        # Single-token buffers reused by every decode step (no per-step allocation but the logits).
+        self._step_embeds = np.zeros((1, 1, d.hidden_size), dtype=np.float32)
+        self._step_deepstack = np.zeros((d.num_deepstack, 1, 1, d.hidden_size), dtype=np.float32)
+        self._keep_one = np.ones((), dtype=np.int64)
+        self._step_logits = np.zeros((1, 1, d.vocab_size), dtype=np.float32)
+        self._step_bound = False
+        self._step_ds_dirty = False
+        self.length = 0
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget every cached position."""
+        self.length = 0
+
+    def rollback(self, length: int) -> None:
+        """Keep only the first `length` cached positions (O(1): the tail is simply ignored)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot roll back to {length}: the cache holds {self.length} positions")
+        self.length = int(length)
+
+    @property
+    def remaining(self) -> int:
+        """Positions still free in the cache."""
+        return self.max_context - self.length
+
+    def cache_view(self, layer: int, kind: str = "key") -> np.ndarray:
+        """The valid part of one layer's cache [1, kv_heads, length, head_dim] (a view)."""
+        buf = self._cache[2 * layer + (0 if kind == "key" else 1)]
+        return buf[:, :, : self.length]
+
+    # ------------------------------------------------------------------ running
+    def _bind_array(self, name: str, array: np.ndarray, output: bool = False) -> None:
+        value = ort.OrtValue.ortvalue_from_numpy(array, self._device, 0)
+        if output:
+            self._binding.bind_ortvalue_output(name, value)
+        else:
+            self._binding.bind_ortvalue_input(name, value)
+        # Rebinding replaces the previous value; keep the current one referenced.
+        setattr(self, f"_ov_{name}", (value, array))
+
+    def forward(self, embeds: np.ndarray, deepstack: np.ndarray | None = None,
+                logits_to_keep: int = 1) -> np.ndarray:
+        """Append S positions: embeds [S, hidden], deepstack [k, S, hidden] or None.
+
+        Returns the logits of the last `logits_to_keep` positions, float32 [logits_to_keep, vocab].
+        """
+        d = self.dims
+        embeds = np.asarray(embeds, dtype=np.float32)
+        if embeds.ndim != 2 or embeds.shape[1] != d.hidden_size:
+            raise ValueError(f"embeds must be [S, {d.hidden_size}], got {list(embeds.shape)}")
+        s = embeds.shape[0]
+        if s == 0:
+            raise ValueError("forward needs at least one position")
+        if not 1 <= logits_to_keep <= s:
+            raise ValueError(f"logits_to_keep must be in 1..{s}, got {logits_to_keep}")
+        if self.length + s > self.max_context:
+            raise ContextLengthError(
+                f"context full: {self.length} cached + {s} new positions exceed max_context "
+                f"{self.max_context}; use a shorter input or a larger --max-context"
+            )
+        if deepstack is not None:
+            deepstack = np.asarray(deepstack, dtype=np.float32)
+            if deepstack.shape != (d.num_deepstack, s, d.hidden_size):
+                raise ValueError(f"deepstack must be [{d.num_deepstack}, {s}, {d.hidden_size}], "
+                                 f"got {list(deepstack.shape)}")
+        self._seqlens[0] = self.length + s - 1
+        self._total[()] = self.length + s
+
+        if s == 1 and logits_to_keep == 1:
+            self._step_embeds[0] = embeds
+            if deepstack is not None:
+                self._step_deepstack[:, 0] = deepstack
+                self._step_ds_dirty = True
+            elif self._step_ds_dirty:
+                self._step_deepstack.fill(0.0)
+                self._step_ds_dirty = False
+            if not self._step_bound:
+                self._bind_array("inputs_embeds", self._step_embeds)
+                self._bind_array("deepstack_embeds", self._step_deepstack)
+                self._bind_array("num_logits_to_keep", self._keep_one)
+                self._bind_array("logits", self._step_logits, output=True)
+                self._step_bound = True
+            logits = self._step_logits
+        else:
+            ds = np.zeros((d.num_deepstack, 1, s, d.hidden_size), dtype=np.float32) if deepstack is None \
+                else np.ascontiguousarray(deepstack[:, None])
+            logits = np.empty((1, logits_to_keep, d.vocab_size), dtype=np.float32)
+            self._bind_array("inputs_embeds", np.ascontiguousarray(embeds[None]))
+            self._bind_array("deepstack_embeds", ds)
+            self._bind_array("num_logits_to_keep", np.asarray(logits_to_keep, dtype=np.int64))
+            self._bind_array("logits", logits, output=True)
+            self._step_bound = False
+        self.session.run_with_iobinding(self._binding)
+        self.length += s
+        return logits[0].copy() if logits is self._step_logits else logits[0]
