@@ -86,6 +86,8 @@ def to_mono_16k(samples: np.ndarray, sr: int, *, name: str | None = None,
     if sr <= 0:
         raise AudioError(f"{_describe(name)} has an invalid sample rate {sr}")
     samples = np.asarray(samples)
+    if samples.size == 0:  # before the layout guess: a (0, channels) array is no [channels, frames]
+        raise AudioError(f"{_describe(name)} is empty (no samples)")
     if samples.ndim == 2 and samples.shape[1] > samples.shape[0]:
         samples = samples.T
     mono = _mix_to_mono(_as_float(samples))

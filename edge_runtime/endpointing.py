@@ -150,6 +150,22 @@ class Endpointer:
         """First sample of the open utterance (pre-roll included), or None when idle."""
         return self._utterance_start if self._in_speech else None
 
+    @property
+    def committed_end(self) -> int | None:
+        """The open utterance will not end before this sample (None when idle).
+
+        Audio before it is certain to belong to the utterance, so a live session may encode and
+        prefill it while the person is still speaking. A later end comes from trailing silence
+        (post-roll after its first silent chunk), a length cut (never earlier than cut_search_s
+        before the limit) or the end of the stream (never before the samples already seen).
+        """
+        if not self._in_speech:
+            return None
+        bound = min(self._now, self._utterance_start + self._max_utterance - self._cut_search)
+        if self._silence_start is not None:
+            bound = min(bound, self._silence_start + self._post_roll)
+        return max(self._utterance_start, bound)
+
     def push(self, prob: float, n_samples: int = CHUNK_SAMPLES, energy: float | None = None) -> list[Event]:
         """Advance the clock by one chunk of `n_samples` with speech probability `prob`.
 

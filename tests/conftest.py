@@ -23,3 +23,38 @@ def tiny_checkpoint(tmp_path_factory):
 def small_checkpoint(tmp_path_factory):
     """Path of a small random-weight MOSS-Audio checkpoint."""
     return _checkpoint(tmp_path_factory, "small")
+
+
+@pytest.fixture(scope="session")
+def bundle_factory(tmp_path_factory):
+    """make(checkpoint, quant="fp32", encoder_mode="chunked") -> bundle path, exported once per session."""
+    from pathlib import Path
+
+    made = {}
+
+    def make(checkpoint, quant: str = "fp32", encoder_mode: str = "chunked", **options):
+        key = (str(checkpoint), quant, encoder_mode, tuple(sorted(options.items())))
+        if key not in made:
+            from export.bundle_export import ExportOptions, export_bundle
+
+            out = tmp_path_factory.mktemp("bundle") / f"{Path(checkpoint).name}-{quant}-{encoder_mode}"
+            export_bundle(checkpoint, out, ExportOptions(quant=quant, encoder_mode=encoder_mode,
+                                                         progress=False, **options))
+            made[key] = out
+        return made[key]
+
+    return make
+
+
+def test_clip(seconds: float, seed: int = 0):
+    """A deterministic non-silent clip (tones + noise) at 16 kHz, float32."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    x = 0.2 * np.sin(2 * np.pi * (180 + 40 * seed) * t) * (1 + np.sin(2 * np.pi * 1.5 * t))
+    x += 0.05 * rng.standard_normal(t.size)
+    return x.astype(np.float32)
+
+
+test_clip.__test__ = False  # a helper, not a test

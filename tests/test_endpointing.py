@@ -248,3 +248,28 @@ def test_file_through_vad_and_endpointer_gives_the_spoken_sentences(tmp_path):
     assert owners == [[0], [0], [1], [2]]
     assert all(np.isclose(u.start_s, regions[i][0] + 0.03 - 0.2, atol=0.04)
                for u, i in zip(utterances, (0, 2, 3)))
+
+
+def test_committed_end_never_passes_the_final_end():
+    # Random speech/silence streams: whenever an utterance closes, every committed_end reported
+    # while it was open lies inside it (a live session never prefills audio past the end).
+    import random
+
+    for seed in range(40):
+        rnd = random.Random(seed)
+        cfg = EndpointConfig(max_utterance_s=3.0, cut_search_s=1.0)
+        ep = Endpointer(cfg)
+        committed = []
+        for _ in range(600):
+            prob = 0.9 if rnd.random() < 0.6 else rnd.choice([0.1, 0.4])
+            for ev in ep.push(prob):
+                if isinstance(ev, Utterance):
+                    assert all(ev.start_sample <= c <= ev.end_sample for c in committed)
+                    committed = []
+                elif isinstance(ev, SpeechDiscarded):
+                    committed = []
+            if ep.committed_end is not None:
+                committed.append(ep.committed_end)
+        for ev in ep.flush():
+            if isinstance(ev, Utterance):
+                assert all(ev.start_sample <= c <= ev.end_sample for c in committed)

@@ -1,0 +1,52 @@
+"""Flags shared by the commands that run a bundle."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..errors import BundleError
+
+MODEL_ENV = "EDGE_MOSS_MODEL"
+
+
+def add_model_args(parser: argparse.ArgumentParser, device_flag: bool = True) -> None:
+    """--model/--device/--threads/--max-context. `listen` uses --device for the microphone, so
+    there the execution provider is only spelled --provider (accepted everywhere)."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", "-m", default=os.environ.get(MODEL_ENV),
+                       help=f"bundle folder made by `edge-moss export` (default: ${MODEL_ENV})")
+    flags = ["--device", "--provider"] if device_flag else ["--provider"]
+    group.add_argument(*flags, dest="provider", default="cpu", choices=["cpu", "cuda", "tensorrt"],
+                       help="execution provider (default: cpu; cuda falls back to cpu with a message)")
+    group.add_argument("--threads", type=int, default=None,
+                       help="ONNX Runtime intra-op threads (default: tuned for this machine)")
+    group.add_argument("--max-context", type=int, default=None,
+                       help="KV-cache length in tokens (bounds memory; default from the bundle)")
+
+
+def add_decode_args(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    group = parser.add_argument_group("decoding")
+    group.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    group.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    group.add_argument("--top-k", type=int, default=0, help="0 = off")
+    group.add_argument("--top-p", type=float, default=1.0)
+    group.add_argument("--seed", type=int, default=None)
+
+
+def decode_settings(args: argparse.Namespace) -> dict:
+    if args.max_new_tokens < 1:
+        raise BundleError("--max-new-tokens must be at least 1")
+    return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+            "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
+
+
+def load_model(args: argparse.Namespace, **kwargs):
+    """Open the bundle named by --model (imports the runtime only when a command needs it)."""
+    from ..api import EdgeMoss
+
+    if not args.model:
+        raise BundleError(f"no bundle given: pass --model BUNDLE or set ${MODEL_ENV} "
+                          "(make one with `edge-moss export CHECKPOINT -o BUNDLE`)")
+    return EdgeMoss(args.model, device=args.provider, threads=args.threads,
+                    max_context=args.max_context, **kwargs)

@@ -1,0 +1,60 @@
+"""`edge-moss export CHECKPOINT -o BUNDLE`: a MOSS-Audio checkpoint -> a runnable bundle."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ..errors import MissingExtraError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="turn a checkpoint into a quantized bundle",
+                       description="Export a Hugging Face MOSS-Audio checkpoint directory into an "
+                                   "edge-moss bundle (ONNX graphs + embeddings + tokenizer).")
+    p.add_argument("checkpoint", help="checkpoint directory (config.json + safetensors + tokenizer)")
+    p.add_argument("-o", "--output", required=True, help="bundle folder to write")
+    p.add_argument("--quant", default="int4", choices=["fp32", "fp16", "int8", "int4"],
+                   help="backbone weights (default: int4)")
+    p.add_argument("--encoder-mode", default="chunked", choices=["chunked", "full"],
+                   help="chunked (default; exact streaming, as the authors' server) or full "
+                        "(one pass over the clip, as the Hugging Face reference)")
+    p.add_argument("--audio-quant", default=None, choices=["fp32", "fp16", "int8"],
+                   help="audio graph precision (default fp32; fp16 with --quant fp16)")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="quantization block size (default 32 for int4, 128 for int8)")
+    sym = p.add_mutually_exclusive_group()
+    sym.add_argument("--symmetric", dest="symmetric", action="store_true", default=None,
+                     help="symmetric quantization (default for int8)")
+    sym.add_argument("--asymmetric", dest="symmetric", action="store_false",
+                     help="asymmetric quantization with zero points (default for int4)")
+    p.add_argument("--accuracy-level", type=int, default=None, choices=[0, 1, 2, 3, 4],
+                   help="MatMulNBits accuracy level (4 = int8 activations, fastest on CPU)")
+    p.add_argument("--lm-head-bits", type=int, default=None, choices=[4, 8],
+                   help="lm_head bits for int4 (default 8)")
+    p.add_argument("--method", default=None, choices=["rtn", "mse"],
+                   help="scale search: rtn (round to nearest) or mse (per-block clip search; "
+                        "default for int4)")
+    p.add_argument("--embeddings", default=None, choices=["fp32", "fp16", "int8"],
+                   help="embedding table rows (default: int8 for int8/int4, else the --quant type)")
+    p.add_argument("--max-context", type=int, default=4096, help="default KV-cache length")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        from export.bundle_export import ExportOptions, export_bundle
+    except ImportError as exc:
+        raise MissingExtraError(f"export needs the build tools ({exc.name} is missing): "
+                                "pip install 'edge-moss[export]'") from None
+    options = ExportOptions(quant=args.quant, encoder_mode=args.encoder_mode,
+                            audio_quant=args.audio_quant, block_size=args.block_size,
+                            symmetric=args.symmetric, accuracy_level=args.accuracy_level,
+                            lm_head_bits=args.lm_head_bits, embeddings=args.embeddings,
+                            max_context=args.max_context, method=args.method,
+                            progress=sys.stderr.isatty())
+    start = time.perf_counter()
+    out = export_bundle(args.checkpoint, args.output, options, force=args.force)
+    print(f"bundle written to {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0

@@ -1,0 +1,147 @@
+"""`edge-moss listen --mic`: live transcription; nothing leaves the device."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from ..errors import EdgeMossError
+from ._common import add_model_args, load_model
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("listen", help="live transcription from the microphone (or a file)",
+                       description="Transcribe speech as it is spoken. Complete 4 s chunks are "
+                                   "encoded and prefilled while you speak; the final text comes "
+                                   "when you pause.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--mic", action="store_true", help="capture from an input device")
+    src.add_argument("--input", metavar="FILE", help="push an audio file through the same path")
+    p.add_argument("--device", default=None, help="input device index or name (see `edge-moss devices`)")
+    p.add_argument("--realtime", action="store_true", help="with --input: pace the file in real time")
+    p.add_argument("--partials", action="store_true", help="show provisional text while speaking")
+    p.add_argument("--partial-every", type=float, default=2.0, help="seconds between partials")
+    p.add_argument("--transcript", default=None,
+                   help="append final segments to FILE (.txt, .srt or .jsonl), fsync'd after each")
+    p.add_argument("--save-audio", default=None, help="also save the captured audio (off by default)")
+    p.add_argument("--json", action="store_true", help="JSONL events on stdout")
+    p.add_argument("--no-timestamps", action="store_true", help="one segment per utterance")
+    p.add_argument("--max-new-tokens", type=int, default=448)
+    ep = p.add_argument_group("endpointing")
+    ep.add_argument("--min-silence", type=float, default=0.7, help="silence that ends an utterance (s)")
+    ep.add_argument("--max-utterance", type=float, default=30.0, help="longest utterance (s)")
+    ep.add_argument("--min-speech", type=float, default=0.25, help="shorter speech is ignored (s)")
+    ep.add_argument("--vad-threshold", type=float, default=0.5)
+    add_model_args(p, device_flag=False)
+    p.set_defaults(func=run)
+
+
+def _endpoint_config(args):
+    from ..endpointing import EndpointConfig
+
+    try:
+        return EndpointConfig(threshold=args.vad_threshold,
+                              neg_threshold=min(0.35, args.vad_threshold),
+                              min_silence_s=args.min_silence, min_speech_s=args.min_speech,
+                              max_utterance_s=args.max_utterance,
+                              cut_search_s=min(2.0, args.max_utterance / 2))
+    except ValueError as exc:
+        raise EdgeMossError(f"endpointing settings: {exc}") from None
+
+
+class _View:
+    """The terminal view: the partial line is rewritten in place, finals are printed with times."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self.tty = sys.stdout.isatty()
+        self._partial = False
+
+    def show(self, event) -> None:
+        from ..live_output import clock
+
+        if self.as_json:
+            print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
+            return
+        if event.type == "partial":
+            if self.tty:
+                sys.stdout.write(f"\r\033[K… {event.text}")
+                sys.stdout.flush()
+                self._partial = True
+            return
+        if self._partial:
+            sys.stdout.write("\r\033[K")
+            self._partial = False
+        print(f"[{clock(event.start)} -> {clock(event.end)}] {event.text}", flush=True)
+
+
+def run(args) -> int:
+    from ..capture import DeviceLostError, FileStream, MicrophoneStream
+    from ..live import LiveTranscriber
+    from ..live_output import AudioFile, TranscriptFile
+
+    endpoint = _endpoint_config(args)
+    # Open the source first: a missing microphone should be reported before a model loads.
+    source = (MicrophoneStream(device=args.device) if args.mic
+              else FileStream(args.input, realtime=args.realtime))
+    transcript = audio_out = None
+    try:
+        model = load_model(args)
+        transcript = TranscriptFile(args.transcript) if args.transcript else None
+        audio_out = AudioFile(args.save_audio) if args.save_audio else None
+        view = _View(args.json)
+
+        def on_event(event) -> None:
+            view.show(event)
+            if event.type == "final":
+                if transcript is not None:
+                    transcript.write(event.start, event.end, event.text)
+                if audio_out is not None:
+                    audio_out.sync()
+
+        live = LiveTranscriber(model, on_event, endpoint=endpoint,
+                               timestamps=not args.no_timestamps,
+                               partial_every_s=args.partial_every if args.partials else None,
+                               max_new_tokens=args.max_new_tokens)
+        if args.mic and not args.json:
+            print("listening (Ctrl-C to stop)…", file=sys.stderr)
+        status, message, warned = 0, None, False
+        try:
+            while True:
+                block = source.read(timeout=0.5)
+                if block is None:
+                    break
+                if audio_out is not None:
+                    audio_out.write(block)
+                live.process(block)
+                if (args.mic or args.realtime) and not warned and live.stats.audio_s > 10 \
+                        and live.stats.real_time_factor > 1.0:
+                    warned = True
+                    print(f"edge-moss: slower than real time (RTF {live.stats.real_time_factor:.2f});"
+                          " audio is queued, not dropped", file=sys.stderr)
+        except DeviceLostError as exc:
+            if audio_out is not None:
+                audio_out.write(exc.samples)
+            live.process(exc.samples)
+            status, message = 1, f"input device lost: {exc}; finished the last utterance"
+        except KeyboardInterrupt:
+            status, message = 130, "stopped; finished the last utterance"
+        live.close()
+        overflows = getattr(source, "overflows", 0)
+        stats = live.stats
+        lat = sorted(stats.latencies)
+        summary = (f"{stats.utterances} utterances, {stats.audio_s:.1f} s of audio, real-time factor "
+                   f"{stats.real_time_factor:.3f}")
+        if lat:
+            summary += f", end of speech -> final text {lat[len(lat) // 2]:.3f} s (median)"
+        if overflows:
+            summary += f", {overflows} input overflows reported by the device"
+        print(f"edge-moss: {message + '. ' if message else ''}{summary}", file=sys.stderr)
+        return status
+    finally:
+        source.close()
+        if transcript is not None:
+            transcript.close()
+        if audio_out is not None:
+            audio_out.close()

@@ -1,0 +1,269 @@
+"""Live transcription: audio blocks -> VAD -> endpointer -> incremental prefill -> final text.
+
+The encoder works on independent 4 s chunks (chunked mode), so each complete chunk of an open
+utterance is encoded and prefilled into the KV cache while the person is still speaking, with
+its time markers interleaved. At the endpoint only the last partial chunk, the closing tokens
+and the decode remain; then the cache rolls back to the shared prompt prefix.
+
+Mel frames use the streaming front end (running-maximum floor), so a live session equals
+`EdgeMoss.transcribe(..., windows=<its utterances>, front_end="streaming")` on the same audio.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import model_facts as facts
+from .audio_encoder import AudioFeatures
+from .endpointing import EndpointConfig, Endpointer, SpeechDiscarded, SpeechStart, Utterance
+from .features import StreamingLogMel
+from .segments import Segment
+from .timestamps import PLAIN_INSTRUCTION, TIMESTAMP_INSTRUCTION, parse_timestamped
+from .vad import SileroVAD
+
+CHUNK_SAMPLES = 512  # Silero VAD's chunk at 16 kHz
+
+
+@dataclass
+class LiveEvent:
+    """A partial (provisional) or final piece of transcript; times on the stream clock."""
+
+    type: str  # "partial" or "final"
+    start: float
+    end: float
+    text: str
+    utterance: int
+    latency_s: float | None = None  # end of speech -> final text, for finals
+
+    def to_dict(self) -> dict:
+        out = {"type": self.type, "start": round(self.start, 3), "end": round(self.end, 3),
+               "text": self.text, "utterance": self.utterance}
+        if self.latency_s is not None:
+            out["latency_s"] = round(self.latency_s, 4)
+        return out
+
+
+class UtteranceDecoder:
+    """One utterance at a time: complete 4 s chunks are encoded and prefilled as they arrive."""
+
+    def __init__(self, model, timestamps: bool = True, instruction: str | None = None,
+                 system: str | None = None, max_new_tokens: int = 448):
+        if model.bundle.encoder_mode != "chunked":
+            raise ValueError("live input needs a bundle exported with --encoder-mode chunked")
+        self.model = model
+        self.timestamps = timestamps
+        self.instruction = instruction or (TIMESTAMP_INSTRUCTION if timestamps else PLAIN_INSTRUCTION)
+        self.builder = model.prompt_builder(system)
+        self.max_new_tokens = max_new_tokens
+        self.active = False
+
+    def begin(self) -> None:
+        self.model.lm.start_from_prefix(self.builder.prefix_ids())
+        self.mel = StreamingLogMel(floor="running")
+        self.frames = np.zeros((facts.N_MELS, 0), dtype=np.float32)
+        self.chunks_done = 0
+        self.samples = 0
+        self.interleaver = self.builder.interleaver()
+        self.active = True
+
+    def feed(self, samples: np.ndarray) -> None:
+        """Add the utterance's next samples; prefill every chunk that is now complete."""
+        if samples.size == 0:
+            return
+        self.samples += samples.size
+        self._add_frames(self.mel.push(samples))
+        while self.frames.shape[1] >= facts.CHUNK_FRAMES:
+            chunk = self.frames[:, :facts.CHUNK_FRAMES]
+            self.frames = self.frames[:, facts.CHUNK_FRAMES:]
+            audio = self.model.encoder.encode_chunks(chunk[None], facts.CHUNK_FRAMES)
+            piece = self.interleaver.push(audio.num_tokens)
+            self.model.lm.append(piece.ids, piece.audio_slots, audio)
+            self.chunks_done += 1
+
+    def _add_frames(self, frames: np.ndarray) -> None:
+        if frames.shape[1]:
+            self.frames = np.concatenate([self.frames, frames], axis=1)
+
+    def _tail(self, frames: np.ndarray) -> AudioFeatures | None:
+        """Encode the last partial chunk exactly as the whole-clip chunk batch would."""
+        count = frames.shape[1]
+        if count == 0:
+            return None
+        if self.chunks_done == 0:
+            return self.model.encoder.encode_chunks(frames[None], count)
+        padded = np.zeros((1, facts.N_MELS, facts.CHUNK_FRAMES), dtype=np.float32)
+        padded[0, :, :count] = frames
+        return self.model.encoder.encode_chunks(padded, count)
+
+    def _close_and_decode(self, frames: np.ndarray, interleaver, max_new_tokens: int) -> str:
+        audio = self._tail(frames)
+        ids = []
+        slots = None
+        if audio is not None:
+            piece = interleaver.push(audio.num_tokens)
+            ids.append(piece.ids)
+            slots = piece.audio_slots
+        ids.append(np.asarray(self.builder.suffix_ids(self.instruction), dtype=np.int64))
+        logits = self.model.lm.append(np.concatenate(ids), slots, audio)
+        result = self.model.lm.decode(logits, self.model.decode_settings(max_new_tokens).options())
+        return self.model.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+
+    def partial(self, max_new_tokens: int = 32) -> str:
+        """A provisional hypothesis from the audio so far; the committed cache is left as it was."""
+        length = self.model.lm.length
+        try:
+            return self._close_and_decode(self.frames, copy.deepcopy(self.interleaver),
+                                          max_new_tokens)
+        finally:
+            self.model.lm.rollback(length)
+
+    def finish(self, start_s: float) -> list[Segment]:
+        """End of the utterance: tail chunk, closing tokens, decode; segments on the stream clock."""
+        self._add_frames(self.mel.finish())
+        self.active = False
+        if self.samples < facts.HOP_LENGTH:
+            return []
+        text = self._close_and_decode(self.frames, self.interleaver, self.max_new_tokens)
+        duration = self.samples / facts.SAMPLE_RATE
+        if self.timestamps:
+            found = parse_timestamped(text, duration=duration)
+        else:
+            found = [Segment(0.0, duration, text.strip())] if text.strip() else []
+        return [seg.shift(start_s) for seg in found]
+
+    def abandon(self) -> None:
+        self.active = False
+
+
+@dataclass
+class LiveStats:
+    audio_s: float = 0.0
+    compute_s: float = 0.0
+    utterances: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.compute_s / self.audio_s if self.audio_s else 0.0
+
+
+class LiveTranscriber:
+    """Glue of the live path; feed 16 kHz float32 blocks with `process`, then call `close`."""
+
+    def __init__(self, model, on_event: Callable[[LiveEvent], None],
+                 endpoint: EndpointConfig | None = None, timestamps: bool = True,
+                 partial_every_s: float | None = None, max_new_tokens: int = 448,
+                 instruction: str | None = None, system: str | None = None):
+        self.model = model
+        self.on_event = on_event
+        self.vad = SileroVAD()
+        self.endpointer = Endpointer(endpoint or EndpointConfig())
+        self.utterance = UtteranceDecoder(model, timestamps=timestamps, instruction=instruction,
+                                          system=system, max_new_tokens=max_new_tokens)
+        self.partial_every = int(partial_every_s * facts.SAMPLE_RATE) if partial_every_s else None
+        self.stats = LiveStats()
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_start = 0  # stream index of _buffer[0]
+        self._vad_pos = 0  # samples already given to the VAD
+        self._fed = 0  # stream index up to which the open utterance has been fed
+        self._utt_start = 0
+        self._next_partial = 0
+        self._index = 0
+
+    @property
+    def samples_seen(self) -> int:
+        return self._buffer_start + self._buffer.size
+
+    def process(self, block: np.ndarray) -> None:
+        start = time.perf_counter()
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        self._buffer = np.concatenate([self._buffer, block])
+        self.stats.audio_s += block.size / facts.SAMPLE_RATE
+        probs = self.vad.probs(block)
+        for prob in probs:
+            chunk = self._slice(self._vad_pos, self._vad_pos + CHUNK_SAMPLES)
+            energy = float(np.sqrt(np.mean(np.square(chunk)))) if chunk.size else 0.0
+            self._vad_pos += CHUNK_SAMPLES
+            for event in self.endpointer.push(float(prob), CHUNK_SAMPLES, energy):
+                self._handle(event)
+        self._feed_committed()
+        self._maybe_partial()
+        self._trim()
+        self.stats.compute_s += time.perf_counter() - start
+
+    def close(self) -> None:
+        """End of the stream: the open utterance is finished from what was captured."""
+        start = time.perf_counter()
+        tail = self.vad.flush()
+        for prob in tail:
+            n = max(0, min(CHUNK_SAMPLES, self.samples_seen - self._vad_pos))
+            if n == 0:
+                break
+            self._vad_pos += n
+            for event in self.endpointer.push(float(prob), n):
+                self._handle(event)
+        for event in self.endpointer.flush():
+            self._handle(event)
+        self.stats.compute_s += time.perf_counter() - start
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _slice(self, lo: int, hi: int) -> np.ndarray:
+        return self._buffer[max(0, lo - self._buffer_start): max(0, hi - self._buffer_start)]
+
+    def _handle(self, event) -> None:
+        if isinstance(event, SpeechStart):
+            self.utterance.begin()
+            self._utt_start = self._fed = event.start_sample
+            self._next_partial = event.start_sample + (self.partial_every or 0)
+        elif isinstance(event, Utterance):
+            self._feed_to(event.end_sample)
+            speech_end_wall = time.perf_counter()
+            segments = self.utterance.finish(event.start_sample / facts.SAMPLE_RATE)
+            latency = time.perf_counter() - speech_end_wall
+            self.stats.utterances += 1
+            self.stats.latencies.append(latency)
+            for seg in segments:
+                self.on_event(LiveEvent("final", seg.start, seg.end, seg.text, self._index, latency))
+            self._index += 1
+        elif isinstance(event, SpeechDiscarded):
+            self.utterance.abandon()
+
+    def _feed_to(self, end: int) -> None:
+        if end > self._fed:
+            self.utterance.feed(self._slice(self._fed, end))
+            self._fed = end
+
+    def _feed_committed(self) -> None:
+        committed = self.endpointer.committed_end
+        if committed is not None and self.utterance.active:
+            self._feed_to(committed)
+
+    def _maybe_partial(self) -> None:
+        if not (self.partial_every and self.utterance.active):
+            return
+        if self._fed < self._next_partial:
+            return
+        # Partials are a luxury: skip them while the machine is behind real time.
+        if self.stats.real_time_factor > 0.8:
+            self._next_partial = self._fed + self.partial_every
+            return
+        text = self.utterance.partial()
+        self._next_partial = self._fed + self.partial_every
+        self.on_event(LiveEvent("partial", self._utt_start / facts.SAMPLE_RATE,
+                                self._fed / facts.SAMPLE_RATE, text.strip(), self._index))
+
+    def _trim(self) -> None:
+        # Keep what an utterance may still need: its start, or a pre-roll's worth before the VAD.
+        keep = self._utt_start if self.endpointer.in_speech else self._vad_pos
+        keep = min(keep, self._vad_pos) - self.endpointer.config.samples(
+            self.endpointer.config.pre_roll_s) - CHUNK_SAMPLES
+        drop = keep - self._buffer_start
+        if drop > facts.SAMPLE_RATE:  # trim in >= 1 s steps to keep copies rare
+            self._buffer = self._buffer[drop:]
+            self._buffer_start += drop
