@@ -1,11 +1,17 @@
 """The KV-cached ONNX decoder at run time: preallocated cache buffers bound in place.
 
-Each layer's key and value cache is one float32 buffer [1, kv_heads, max_context, head_dim],
+Each layer's key and value cache is one buffer [1, kv_heads, max_context, head_dim] (float32, or
+float16 for a bundle exported with `--target cuda`),
 bound with IOBinding to both `past_key_values.{i}.*` and `present.{i}.*`. GroupQueryAttention
 sees the same pointer on both sides and appends the new positions in place, so a step copies no
 cache. The number of valid positions lives here (`length`); rolling back just lowers it: the
 stale tail is never read (attention only looks at the first `length` positions) and is
 overwritten by the next forward.
+
+On CUDA the cache and the per-step inputs live in device memory (OrtValues made by ONNX Runtime
+on 'cuda'); a step uploads one embedding row and the two lengths and downloads only the logits.
+ONNX Runtime copies a host value bound to a device input once, when it is bound, so device inputs
+are refreshed with OrtValue.update_inplace and host scalars are bound again at every step.
 """
 
 from __future__ import annotations
@@ -18,6 +24,19 @@ import onnxruntime as ort
 
 from .errors import BundleError, EdgeMossError
 from .ort_session import make_session
+from .providers import session_device, warn_once
+
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+FP32_CACHE_ON_CUDA = ("this bundle's decoder has a float32 KV cache (exported for CPU) and ONNX Runtime's "
+                      "CUDA GroupQueryAttention needs fp16: re-export with `edge-moss export --target "
+                      "cuda`; running the decoder on CPU")
+
+
+def _input_dtype(session: ort.InferenceSession, name: str) -> type:
+    kind = {i.name: i.type for i in session.get_inputs()}[name]
+    if kind not in _NP_TYPES:
+        raise BundleError(f"decoder input {name} has unsupported type {kind}")
+    return _NP_TYPES[kind]
 
 
 class ContextLengthError(EdgeMossError):
@@ -75,12 +94,19 @@ class Decoder:
 
     def __init__(self, model_path: str | Path, dims: Any = None, max_context: int = 4096,
                  device: str = "cpu", threads: int | None = None,
-                 session: ort.InferenceSession | None = None):
+                 session: ort.InferenceSession | None = None, device_buffers: bool | None = None):
         """dims: DecoderDims, a MossAudioConfig (checked against the graph) or None (read the graph).
 
-        The cache buffers live in host memory; `device` picks the session's execution provider.
+        `device` picks the execution provider (CPU fallback with a message). device_buffers:
+        keep the cache and step inputs in ONNX Runtime-owned OrtValues on the session's device
+        and refresh them with update_inplace (None: yes on CUDA, no on CPU, where numpy buffers
+        aliased by the binding are cheaper; True on CPU runs the CUDA code path on the host).
         """
         self.session = session or make_session(model_path, device=device, threads=threads)
+        if (session is None and session_device(self.session) == "cuda"
+                and _input_dtype(self.session, "past_key_values.0.key") == np.float32):
+            warn_once(FP32_CACHE_ON_CUDA)
+            self.session = make_session(model_path, device="cpu", threads=threads)
         self.dims = _resolve_dims(dims, self.session)
         if max_context > self.dims.max_positions:
             raise ContextLengthError(
@@ -90,29 +116,46 @@ class Decoder:
         self.max_context = int(max_context)
         d = self.dims
         shape = (1, d.num_kv_heads, self.max_context, d.head_dim)
-        self._device = "cpu"
+        self.device = session_device(self.session)
+        self.cache_dtype = _input_dtype(self.session, "past_key_values.0.key")
+        self._in_dtype = _input_dtype(self.session, "inputs_embeds")
+        self._resident = (self.device != "cpu") if device_buffers is None else bool(device_buffers)
+        self._device = "cpu"  # host numpy buffers
+        self._memory = self.device  # where ORT-owned buffers live ('cpu' or 'cuda')
         self._binding = self.session.io_binding()
-        # numpy owns the cache memory; the OrtValues alias it (keep both alive together).
+        # Host: numpy owns the cache memory and the OrtValues alias it (keep both alive together).
+        # Resident: ORT owns it on the device; _cache stays empty.
         self._cache: list[np.ndarray] = []
         self._cache_values: list[ort.OrtValue] = []
+        zeros = np.zeros(shape, dtype=self.cache_dtype) if self._resident else None
         for i in range(d.num_layers):
             for kind in ("key", "value"):
-                buf = np.zeros(shape, dtype=np.float32)
-                value = ort.OrtValue.ortvalue_from_numpy(buf, self._device, 0)
-                self._cache.append(buf)
+                if self._resident:
+                    value = ort.OrtValue.ortvalue_from_shape_and_type(shape, self.cache_dtype, self._memory, 0)
+                    value.update_inplace(zeros)
+                else:
+                    buf = np.zeros(shape, dtype=self.cache_dtype)
+                    value = ort.OrtValue.ortvalue_from_numpy(buf, self._device, 0)
+                    self._cache.append(buf)
                 self._binding.bind_ortvalue_input(f"past_key_values.{i}.{kind}", value)
                 self._binding.bind_ortvalue_output(f"present.{i}.{kind}", value)
                 self._cache_values.append(value)
-        # Step buffers: scalars updated in place, bound once.
+        del zeros
+        # Step buffers: scalars updated in place (host) or refreshed per step (resident).
         self._seqlens = np.zeros((1,), dtype=np.int32)
         self._total = np.zeros((), dtype=np.int32)
-        self._bind_array("seqlens_k", self._seqlens)
-        self._bind_array("total_sequence_length", self._total)
+        if self._resident:
+            self._seqlens_value = self._device_value((1,), np.int32)
+            self._binding.bind_ortvalue_input("seqlens_k", self._seqlens_value)
+        else:
+            self._bind_array("seqlens_k", self._seqlens)
+            self._bind_array("total_sequence_length", self._total)
         # Single-token buffers reused by every decode step (no per-step allocation but the logits).
-        self._step_embeds = np.zeros((1, 1, d.hidden_size), dtype=np.float32)
-        self._step_deepstack = np.zeros((d.num_deepstack, 1, 1, d.hidden_size), dtype=np.float32)
+        self._step_embeds = np.zeros((1, 1, d.hidden_size), dtype=self._in_dtype)
+        self._step_deepstack = np.zeros((d.num_deepstack, 1, 1, d.hidden_size), dtype=self._in_dtype)
         self._keep_one = np.ones((), dtype=np.int64)
         self._step_logits = np.zeros((1, 1, d.vocab_size), dtype=np.float32)
+        self._step_values: tuple[ort.OrtValue, ...] = ()
         self._step_bound = False
         self._step_ds_dirty = False
         self.length = 0
@@ -134,11 +177,16 @@ class Decoder:
         return self.max_context - self.length
 
     def cache_view(self, layer: int, kind: str = "key") -> np.ndarray:
-        """The valid part of one layer's cache [1, kv_heads, length, head_dim] (a view)."""
-        buf = self._cache[2 * layer + (0 if kind == "key" else 1)]
+        """The valid part of one layer's cache [1, kv_heads, length, head_dim] (a view on the host;
+        a copy downloaded from the device when the cache is resident)."""
+        index = 2 * layer + (0 if kind == "key" else 1)
+        buf = self._cache_values[index].numpy() if self._resident else self._cache[index]
         return buf[:, :, : self.length]
 
     # ------------------------------------------------------------------ running
+    def _device_value(self, shape: tuple[int, ...], dtype: type) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, self._memory, 0)
+
     def _bind_array(self, name: str, array: np.ndarray, output: bool = False) -> None:
         value = ort.OrtValue.ortvalue_from_numpy(array, self._device, 0)
         if output:
@@ -155,7 +203,7 @@ class Decoder:
         Returns the logits of the last `logits_to_keep` positions, float32 [logits_to_keep, vocab].
         """
         d = self.dims
-        embeds = np.asarray(embeds, dtype=np.float32)
+        embeds = np.asarray(embeds, dtype=self._in_dtype)
         if embeds.ndim != 2 or embeds.shape[1] != d.hidden_size:
             raise ValueError(f"embeds must be [S, {d.hidden_size}], got {list(embeds.shape)}")
         s = embeds.shape[0]
@@ -169,12 +217,14 @@ class Decoder:
                 f"{self.max_context}; use a shorter input or a larger --max-context"
             )
         if deepstack is not None:
-            deepstack = np.asarray(deepstack, dtype=np.float32)
+            deepstack = np.asarray(deepstack, dtype=self._in_dtype)
             if deepstack.shape != (d.num_deepstack, s, d.hidden_size):
                 raise ValueError(f"deepstack must be [{d.num_deepstack}, {s}, {d.hidden_size}], "
                                  f"got {list(deepstack.shape)}")
         self._seqlens[0] = self.length + s - 1
         self._total[()] = self.length + s
+        if self._resident:
+            return self._forward_resident(embeds, deepstack, s, logits_to_keep)
 
         if s == 1 and logits_to_keep == 1:
             self._step_embeds[0] = embeds
@@ -192,7 +242,7 @@ class Decoder:
                 self._step_bound = True
             logits = self._step_logits
         else:
-            ds = np.zeros((d.num_deepstack, 1, s, d.hidden_size), dtype=np.float32) if deepstack is None \
+            ds = np.zeros((d.num_deepstack, 1, s, d.hidden_size), dtype=self._in_dtype) if deepstack is None \
                 else np.ascontiguousarray(deepstack[:, None])
             logits = np.empty((1, logits_to_keep, d.vocab_size), dtype=np.float32)
             self._bind_array("inputs_embeds", np.ascontiguousarray(embeds[None]))
@@ -203,3 +253,50 @@ class Decoder:
         self.session.run_with_iobinding(self._binding)
         self.length += s
         return logits[0].copy() if logits is self._step_logits else logits[0]
+
+    def _forward_resident(self, embeds: np.ndarray, deepstack: np.ndarray | None, s: int,
+                          logits_to_keep: int) -> np.ndarray:
+        """forward() with device-owned buffers: upload the step's inputs, download the logits."""
+        d = self.dims
+        self._seqlens_value.update_inplace(self._seqlens)
+        # Host scalars: bound again every call, as a bound value is copied when it is bound.
+        self._bind_array("total_sequence_length", self._total.copy())
+        if s == 1 and logits_to_keep == 1:
+            if not self._step_values:  # allocated once on the device, then reused
+                self._step_values = (self._device_value(self._step_embeds.shape, self._in_dtype),
+                                     self._device_value(self._step_deepstack.shape, self._in_dtype),
+                                     self._device_value(self._step_logits.shape, np.float32))
+                self._step_values[1].update_inplace(self._step_deepstack)
+            embeds_v, ds_v, logits_v = self._step_values
+            if not self._step_bound:
+                self._binding.bind_ortvalue_input("inputs_embeds", embeds_v)
+                self._binding.bind_ortvalue_input("deepstack_embeds", ds_v)
+                self._binding.bind_ortvalue_output("logits", logits_v)
+                self._step_bound = True
+            self._bind_array("num_logits_to_keep", self._keep_one)
+            self._step_embeds[0] = embeds
+            embeds_v.update_inplace(self._step_embeds)
+            if deepstack is not None:
+                self._step_deepstack[:, 0] = deepstack
+                ds_v.update_inplace(self._step_deepstack)
+                self._step_ds_dirty = True
+            elif self._step_ds_dirty:
+                self._step_deepstack.fill(0.0)
+                ds_v.update_inplace(self._step_deepstack)
+                self._step_ds_dirty = False
+        else:
+            ds = np.zeros((d.num_deepstack, 1, s, d.hidden_size), dtype=self._in_dtype) if deepstack is None \
+                else np.ascontiguousarray(deepstack[:, None])
+            logits_v = self._device_value((1, logits_to_keep, d.vocab_size), np.float32)
+            self._binding.bind_ortvalue_input(
+                "inputs_embeds", ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(embeds[None]),
+                                                                  self._memory, 0))
+            self._binding.bind_ortvalue_input(
+                "deepstack_embeds", ort.OrtValue.ortvalue_from_numpy(ds, self._memory, 0))
+            self._bind_array("num_logits_to_keep", np.asarray(logits_to_keep, dtype=np.int64))
+            self._binding.bind_ortvalue_output("logits", logits_v)
+            self._step_bound = False
+        self.session.run_with_iobinding(self._binding)
+        self.length += s
+        logits = logits_v.numpy()[0]  # a download from a device; a view of the buffer on the CPU
+        return logits.copy() if self._memory == "cpu" else logits

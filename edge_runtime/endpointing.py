@@ -18,6 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Union
 
+import numpy as np
+
 SAMPLE_RATE = 16000
 CHUNK_SAMPLES = 512  # Silero VAD's chunk at 16 kHz
 
@@ -267,3 +269,25 @@ class Endpointer:
         else:
             best = min(candidates, key=lambda ch: (ch.prob, -ch.start))
         return best.start + best.length // 2
+
+
+def refine_end(audio: np.ndarray, start: int, end: int, max_trim: int, post_roll: int,
+               floor_db: float = -35.0, frame: int = 160) -> int:
+    """Move an utterance end back to where its sound fades (plus `post_roll`), by at most `max_trim`.
+
+    The VAD decides on a grid of 32 ms chunks, so where it places an end depends on how the grid
+    falls on the waveform; this puts the end just after the last 10 ms frame within `floor_db` of
+    the utterance's loudest frame instead. `audio` holds samples [start, end).
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    frames = audio.size // frame
+    if frames == 0 or max_trim <= 0:
+        return end
+    rms = np.sqrt(np.mean(np.square(audio[: frames * frame].reshape(frames, frame)), axis=1))
+    threshold = max(float(rms.max()) * 10 ** (floor_db / 20), 1e-5)
+    first = max(0, (end - max_trim - start) // frame)
+    loud = np.flatnonzero(rms[first:] >= threshold)
+    if loud.size == 0:
+        return max(start, end - max_trim)
+    sound_end = start + (first + int(loud[-1]) + 1) * frame
+    return int(min(end, max(end - max_trim, sound_end + post_roll)))

@@ -20,13 +20,17 @@ import numpy as np
 
 from . import model_facts as facts
 from .audio_encoder import AudioFeatures
-from .endpointing import EndpointConfig, Endpointer, SpeechDiscarded, SpeechStart, Utterance
+from .endpointing import (EndpointConfig, Endpointer, SpeechDiscarded, SpeechStart, Utterance,
+                          refine_end)
 from .features import StreamingLogMel
 from .segments import Segment
 from .timestamps import PLAIN_INSTRUCTION, TIMESTAMP_INSTRUCTION, parse_timestamped
 from .vad import SileroVAD
 
 CHUNK_SAMPLES = 512  # Silero VAD's chunk at 16 kHz
+# Audio this close to the endpointer's committed point is not prefilled yet, so that the final
+# end can still be pulled back to where the sound fades (refine_end) without undoing a prefill.
+END_REFINE_SAMPLES = int(0.3 * facts.SAMPLE_RATE)
 
 
 @dataclass
@@ -38,11 +42,14 @@ class LiveEvent:
     end: float
     text: str
     utterance: int
-    latency_s: float | None = None  # end of speech -> final text, for finals
+    latency_s: float | None = None  # endpoint -> final text (compute only), for finals
+    span: tuple[float, float] | None = None  # the utterance's audio on the stream clock
 
     def to_dict(self) -> dict:
         out = {"type": self.type, "start": round(self.start, 3), "end": round(self.end, 3),
                "text": self.text, "utterance": self.utterance}
+        if self.span is not None:
+            out["utterance_start"], out["utterance_end"] = (round(t, 3) for t in self.span)
         if self.latency_s is not None:
             out["latency_s"] = round(self.latency_s, 4)
         return out
@@ -61,6 +68,7 @@ class UtteranceDecoder:
         self.builder = model.prompt_builder(system)
         self.max_new_tokens = max_new_tokens
         self.active = False
+        self.last_token_ids: list[int] = []
 
     def begin(self) -> None:
         self.model.lm.start_from_prefix(self.builder.prefix_ids())
@@ -111,6 +119,7 @@ class UtteranceDecoder:
         ids.append(np.asarray(self.builder.suffix_ids(self.instruction), dtype=np.int64))
         logits = self.model.lm.append(np.concatenate(ids), slots, audio)
         result = self.model.lm.decode(logits, self.model.decode_settings(max_new_tokens).options())
+        self.last_token_ids = result.token_ids
         return self.model.tokenizer.decode(result.token_ids, skip_special_tokens=True)
 
     def partial(self, max_new_tokens: int = 32) -> str:
@@ -167,6 +176,7 @@ class LiveTranscriber:
                                           system=system, max_new_tokens=max_new_tokens)
         self.partial_every = int(partial_every_s * facts.SAMPLE_RATE) if partial_every_s else None
         self.stats = LiveStats()
+        self.utterances: list[tuple[int, int]] = []  # [start_sample, end_sample) of each final
         self._buffer = np.zeros(0, dtype=np.float32)
         self._buffer_start = 0  # stream index of _buffer[0]
         self._vad_pos = 0  # samples already given to the VAD
@@ -222,14 +232,23 @@ class LiveTranscriber:
             self._utt_start = self._fed = event.start_sample
             self._next_partial = event.start_sample + (self.partial_every or 0)
         elif isinstance(event, Utterance):
+            config = self.endpointer.config
+            fed = max(self._fed, event.start_sample)
+            end = refine_end(self._slice(event.start_sample, event.end_sample), event.start_sample,
+                             event.end_sample, max_trim=event.end_sample - fed,
+                             post_roll=config.samples(config.post_roll_s))
+            event = Utterance(event.start_sample, end, event.reason, event.sample_rate)
             self._feed_to(event.end_sample)
             speech_end_wall = time.perf_counter()
             segments = self.utterance.finish(event.start_sample / facts.SAMPLE_RATE)
             latency = time.perf_counter() - speech_end_wall
             self.stats.utterances += 1
             self.stats.latencies.append(latency)
+            self.utterances.append((event.start_sample, event.end_sample))
+            span = (event.start_s, event.end_s)
             for seg in segments:
-                self.on_event(LiveEvent("final", seg.start, seg.end, seg.text, self._index, latency))
+                self.on_event(LiveEvent("final", seg.start, seg.end, seg.text, self._index,
+                                        latency, span))
             self._index += 1
         elif isinstance(event, SpeechDiscarded):
             self.utterance.abandon()
@@ -242,7 +261,7 @@ class LiveTranscriber:
     def _feed_committed(self) -> None:
         committed = self.endpointer.committed_end
         if committed is not None and self.utterance.active:
-            self._feed_to(committed)
+            self._feed_to(committed - END_REFINE_SAMPLES)
 
     def _maybe_partial(self) -> None:
         if not (self.partial_every and self.utterance.active):

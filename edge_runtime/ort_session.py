@@ -17,15 +17,10 @@ from typing import Any
 import onnxruntime as ort
 
 from .errors import DeviceError
+from .providers import (DEVICES, PROVIDER_OF, available_devices, check_device,  # noqa: F401
+                        create_session, provider_chain)
 
 log = logging.getLogger(__name__)
-
-DEVICES = ("cpu", "cuda", "tensorrt")
-_PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
 
 _telemetry_done = False
 
@@ -37,12 +32,6 @@ def _disable_telemetry() -> None:
         if fn is not None:
             fn()
         _telemetry_done = True
-
-
-def available_devices() -> list[str]:
-    """Devices whose execution provider this onnxruntime build offers ('cpu' always)."""
-    have = set(ort.get_available_providers())
-    return [d for d in DEVICES if _PROVIDERS[d] in have]
 
 
 def default_threads() -> int:
@@ -58,20 +47,8 @@ def default_threads() -> int:
 
 
 def providers_for(device: str) -> list[str]:
-    """Provider list for `device`, CPU last as the fallback; DeviceError if unusable."""
-    if device not in DEVICES:
-        raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    if device == "cpu":
-        return [_PROVIDERS["cpu"]]
-    if _PROVIDERS[device] not in ort.get_available_providers():
-        raise DeviceError(
-            f"device {device!r} needs onnxruntime with {_PROVIDERS[device]}, which this installation "
-            f"lacks (available: {', '.join(available_devices())}); install onnxruntime-gpu or use --device cpu"
-        )
-    chain = [_PROVIDERS[device]]
-    if device == "tensorrt":
-        chain.append(_PROVIDERS["cuda"])
-    return chain + [_PROVIDERS["cpu"]]
+    """Provider names tried for `device`, CPU last (availability is checked at session time)."""
+    return [name for name, _ in provider_chain(device)]
 
 
 def session_options(threads: int | None = None, **opts: Any) -> ort.SessionOptions:
@@ -91,7 +68,7 @@ def session_options(threads: int | None = None, **opts: Any) -> ort.SessionOptio
 
 def make_session(path: str | Path, device: str = "cpu", threads: int | None = None,
                  disabled_optimizers: list[str] | None = None, **opts: Any) -> ort.InferenceSession:
-    """An InferenceSession for the graph at `path` on `device` (with CPU fallback).
+    """An InferenceSession for the graph at `path` on `device` (CPU fallback with a message).
 
     `opts` are ONNX Runtime session config entries (e.g. {"session.x": "1"}); pass them as a
     dict via **{...} since their keys contain dots.
@@ -100,13 +77,10 @@ def make_session(path: str | Path, device: str = "cpu", threads: int | None = No
     path = Path(path)
     if not path.is_file():
         raise DeviceError(f"model graph {path} does not exist")
-    providers = providers_for(device)
+    check_device(device)
     so = session_options(threads, **opts)
     kwargs: dict[str, Any] = {}
     if disabled_optimizers:
         kwargs["disabled_optimizers"] = list(disabled_optimizers)
-    session = ort.InferenceSession(str(path), sess_options=so, providers=providers, **kwargs)
-    used = session.get_providers()
-    if device != "cpu" and _PROVIDERS[device] not in used:
-        log.warning("%s was requested but the session runs on %s", _PROVIDERS[device], ", ".join(used))
-    return session
+    # GPU unavailable or failing: CPU with one message on stderr (see providers.create_session).
+    return create_session(path, device, so, **kwargs)

@@ -13,6 +13,10 @@ release weights; tests/test_audio_graph.py proves it against export.reference.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+
 import math
 import time
 from pathlib import Path
@@ -189,7 +193,7 @@ def export_audio_graph(checkpoint, out_path: str | Path, dtype: str = "fp32") ->
     model = AudioGraph.from_checkpoint(checkpoint, DTYPES[dtype])
     example = (torch.zeros(2, 128, 400), torch.tensor(150, dtype=torch.int64))
     chunks, frames = torch.export.Dim("chunks", min=1), torch.export.Dim("frames", min=1)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             model, example, dynamo=True, opset_version=OPSET,
             input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
@@ -201,6 +205,22 @@ def export_audio_graph(checkpoint, out_path: str | Path, dtype: str = "fp32") ->
         stale.unlink(missing_ok=True)
     program.save(out_path, external_data=True)
     return out_path
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter logs warnings meant for its developers (torchvision ops it skips, deprecations);
+    users of `edge-moss export` should see progress and errors only."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _name_dynamic_output_axes(program) -> None:

@@ -41,6 +41,7 @@ class ExportOptions:
     embeddings: str | None = None  # "fp16" or "int8"; default by quant
     max_context: int = 4096
     method: str | None = None  # None: "mse" clip search for int4, round-to-nearest for int8
+    target: str = "cpu"  # "cuda": fp16 decoder activations/KV cache (CUDA GQA needs them), fp16 audio graph
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -53,6 +54,8 @@ class ExportOptions:
             raise EdgeMossError("--audio-quant must be fp32, fp16 or int8")
         if self.embeddings not in (None, "fp16", "int8", "fp32"):
             raise EdgeMossError("--embeddings must be fp32, fp16 or int8")
+        if self.target not in ("cpu", "cuda"):
+            raise EdgeMossError(f"--target must be cpu or cuda, not {self.target!r}")
         if self.max_context < 64:
             raise EdgeMossError("--max-context must be at least 64 tokens")
 
@@ -75,7 +78,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
     steps: dict[str, float] = {}
     try:
         t = time.perf_counter()
-        audio_dtype = options.audio_quant or ("fp16" if options.quant == "fp16" else "fp32")
+        audio_dtype = options.audio_quant or ("fp16" if options.quant == "fp16" or options.target == "cuda"
+                                              else "fp32")
         export_audio_graph(ckpt, staging / AUDIO_GRAPH, dtype=audio_dtype)
         steps["audio_graph_s"] = time.perf_counter() - t
 
@@ -85,6 +89,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
             block_size=options.block_size, symmetric=options.symmetric,
             accuracy_level=options.accuracy_level, lm_head_bits=options.lm_head_bits,
             method=options.method, max_context=options.max_context, progress=options.progress,
+            io_dtype="fp16" if options.target == "cuda" else "fp32",
         )
         steps["decoder_graph_s"] = time.perf_counter() - t
 
@@ -149,6 +154,7 @@ def _manifest(ckpt: Checkpoint, options: ExportOptions, audio_dtype: str,
                 "n_fft": int(proc.get("n_fft", facts.N_FFT)),
                 "hop_length": int(proc.get("hop", proc.get("hop_length", facts.HOP_LENGTH)))},
         "encoder_mode": options.encoder_mode,
+        "target": options.target,
         "max_context": options.max_context,
         "quantization": {"audio": audio_dtype, "decoder": decoder_info},
         "embeddings": {"kind": emb_kind, "files": emb_files},

@@ -17,6 +17,8 @@ Graph interface (batch 1):
   outputs  logits                   float32 [1, n, vocab]
            present.{i}.key / .value (bind to the same buffers as past: GQA then writes in place)
 After decoder layer i < k, deepstack_embeds[i] is added to the hidden states.
+With io_dtype="fp16" (for CUDA) the cache buffers are float16 and everything between the float32
+edges runs in fp16.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .embedding_table import write_embedding_table
 from .onnx_external import ExternalDataWriter, save_graph
 
 QUANT_KINDS = ("fp32", "fp16", "int8", "int4")
+IO_DTYPES = ("fp32", "fp16")
 LM_HEAD_KINDS = ("fp32", "fp16", "int8", "int4")
 MS = "com.microsoft"
 OPSET = 21
@@ -78,6 +81,8 @@ class _GraphWriter:
         self.initializers: list[TensorProto] = []
         self._consts: dict[tuple, str] = {}
         self._count = 0
+        # float32, or float16 for io_dtype="fp16" (norm gains, fp weights, scales follow it)
+        self.act_dtype = np.float32
 
     def init(self, name: str, array: np.ndarray) -> str:
         self.initializers.append(self.writer.tensor(name, array))
@@ -116,8 +121,9 @@ def _linear(g: _GraphWriter, x: str, weight: np.ndarray, name: str, spec: _Linea
     """x @ weight.T with weight [N, K] in torch layout; returns the output name."""
     n, k = weight.shape
     outputs = [out] if out else 1
-    if spec.kind == "fp32":
-        b = g.init(f"{name}.weight_t", np.ascontiguousarray(weight.T, dtype=np.float32))
+    if spec.kind == "fp32" or (spec.kind == "fp16" and g.act_dtype == np.float16):
+        # With fp16 activations MatMul needs fp16 weights: both kinds store them as fp16.
+        b = g.init(f"{name}.weight_t", np.ascontiguousarray(weight.T, dtype=g.act_dtype))
         return g.op("MatMul", [x, b], outputs, name=f"{name}/MatMul")[0]
     if spec.kind == "fp16":
         b16 = g.init(f"{name}.weight_t.fp16", np.ascontiguousarray(weight.T).astype(np.float16))
@@ -126,7 +132,9 @@ def _linear(g: _GraphWriter, x: str, weight: np.ndarray, name: str, spec: _Linea
     bits = 8 if spec.kind == "int8" else 4
     q = quantize_blockwise(weight, bits=bits, block_size=spec.block_size, symmetric=spec.symmetric,
                            method=spec.method)
-    inputs = [x, g.init(f"{name}.q{bits}", q.packed), g.init(f"{name}.scales", q.scales)]
+    # MatMulNBits wants scales in the activation type (fp16 on CUDA).
+    inputs = [x, g.init(f"{name}.q{bits}", q.packed),
+              g.init(f"{name}.scales", np.asarray(q.scales).astype(g.act_dtype))]
     if q.zero_points is not None:
         inputs.append(g.init(f"{name}.zero_points", q.zero_points))
     attrs: dict[str, Any] = dict(K=k, N=n, bits=bits, block_size=spec.block_size)
@@ -136,7 +144,7 @@ def _linear(g: _GraphWriter, x: str, weight: np.ndarray, name: str, spec: _Linea
 
 
 def _rms_norm(g: _GraphWriter, x: str, gain: np.ndarray, name: str, eps: float) -> str:
-    w = g.init(f"{name}.weight", gain.astype(np.float32))
+    w = g.init(f"{name}.weight", gain.astype(g.act_dtype))
     return g.op("SimplifiedLayerNormalization", [x, w], 1, name=f"{name}/SLN", axis=-1,
                 epsilon=float(eps), stash_type=1)[0]
 
@@ -144,7 +152,7 @@ def _rms_norm(g: _GraphWriter, x: str, gain: np.ndarray, name: str, eps: float) 
 def _skip_rms_norm(g: _GraphWriter, x: str, skip: str, gain: np.ndarray, name: str,
                    eps: float) -> tuple[str, str]:
     """RMSNorm(x + skip); returns (normed, x + skip)."""
-    w = g.init(f"{name}.weight", gain.astype(np.float32))
+    w = g.init(f"{name}.weight", gain.astype(g.act_dtype))
     outs = g.op("SkipSimplifiedLayerNormalization", [x, skip, w],
                 [f"{name}/out", "", "", f"{name}/sum"], domain=MS, name=f"{name}/SkipSLN",
                 epsilon=float(eps))
@@ -163,7 +171,8 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
                   block_size: int | None = None, symmetric: bool | None = None,
                   accuracy_level: int | None = None, lm_head_quant: str | None = None,
                   method: str | None = None, max_context: int | None = None,
-                  progress: bool = True, lm_head_bits: int | None = None) -> dict[str, Any]:
+                  progress: bool = True, lm_head_bits: int | None = None,
+                  io_dtype: str = "fp32") -> dict[str, Any]:
     """Write `out_path` (+ `out_path.data`): the Qwen3 decoder of `cfg` with weights from `source`.
 
     quant: fp32 | fp16 (fp16 storage, fp32 compute) | int8 | int4 (MatMulNBits, weight only).
@@ -178,6 +187,10 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
     level 0, which dequantizes the weights at every call; costs ~0.5 % matmul error).
     max_context: rows of the RoPE cache = the longest context the graph supports (default
     max_position_embeddings).
+    io_dtype: "fp32" (CPU default) or "fp16": fp16 activations, norm gains, RoPE tables and KV
+    cache, which ONNX Runtime's CUDA GroupQueryAttention requires (it has no float32 kernel).
+    The edges stay float32 (inputs_embeds, deepstack_embeds and logits are cast inside), so the
+    runtime feeds both variants alike; only the cache buffers' dtype differs.
 
     Returns a JSON-ready description (the choices made, bytes written, seconds taken).
     """
@@ -191,6 +204,8 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
     lm_head_quant = lm_head_quant or ("int8" if quant == "int4" else quant)
     if lm_head_quant not in LM_HEAD_KINDS:
         raise ValueError(f"unknown lm_head_quant {lm_head_quant!r}; choose one of {LM_HEAD_KINDS}")
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"unknown io_dtype {io_dtype!r}; choose one of {IO_DTYPES}")
     if method is not None and method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     get = tensor_source(source)
@@ -215,16 +230,27 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
     start = time.perf_counter()
     with ExternalDataWriter(out_path) as writer:
         g = _GraphWriter(writer)
+        fp16 = io_dtype == "fp16"
+        act_type = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+        if fp16:
+            g.act_dtype = np.float16
         cos, sin = rope_caches(rows, hd, lang.rope_theta)
-        cos_name, sin_name = g.init("cos_cache", cos), g.init("sin_cache", sin)
+        cos_name = g.init("cos_cache", cos.astype(g.act_dtype))
+        sin_name = g.init("sin_cache", sin.astype(g.act_dtype))
         del cos, sin
+        embeds_in, deepstack_in = "inputs_embeds", "deepstack_embeds"
+        if fp16:  # float32 at the edges, fp16 inside
+            embeds_in = g.op("Cast", ["inputs_embeds"], ["inputs_embeds/fp16"], name="inputs_embeds/Cast",
+                             to=act_type)[0]
+            deepstack_in = g.op("Cast", ["deepstack_embeds"], ["deepstack_embeds/fp16"],
+                                name="deepstack_embeds/Cast", to=act_type)[0]
 
         layers = range(lang.num_hidden_layers)
         if progress:
             from tqdm import tqdm
 
             layers = tqdm(layers, desc=f"decoder {quant}", unit="layer")
-        residual, pending = "inputs_embeds", None  # pending: the last block output, not yet added
+        residual, pending = embeds_in, None  # pending: the last block output, not yet added
         for i in layers:
             p = f"language_model.layers.{i}."
             if pending is None:
@@ -254,7 +280,7 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
             pending = _linear(g, h, get(p + "mlp.down_proj.weight"), f"layers.{i}.down_proj", body)
             if i < k_ds:
                 # DeepStack: hidden += deepstack_embeds[i] after the whole layer (MLP residual included).
-                ds = g.op("Gather", ["deepstack_embeds", g.const(i)], 1, name=f"layers.{i}.deepstack/Gather",
+                ds = g.op("Gather", [deepstack_in, g.const(i)], 1, name=f"layers.{i}.deepstack/Gather",
                           axis=0)[0]
                 pending = g.op("Add", [pending, ds], 1, name=f"layers.{i}.deepstack/Add")[0]
 
@@ -265,7 +291,11 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
         last = g.op("Slice", [normed, start_at, g.const([np.iinfo(np.int64).max]), g.const([1])], 1,
                     name="logits/Slice")[0]
         head_name = "language_model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"
-        _linear(g, last, get(head_name), "lm_head", head, out="logits")
+        if fp16:
+            logits16 = _linear(g, last, get(head_name), "lm_head", head)
+            g.op("Cast", [logits16], ["logits"], name="logits/Cast", to=TensorProto.FLOAT)
+        else:
+            _linear(g, last, get(head_name), "lm_head", head, out="logits")
 
         f32, i32, i64 = TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64
         inputs = [
@@ -279,9 +309,9 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
         for i in range(lang.num_hidden_layers):
             for kind in ("key", "value"):
                 inputs.append(helper.make_tensor_value_info(
-                    f"past_key_values.{i}.{kind}", f32, [1, kvh, "max_context", hd]))
+                    f"past_key_values.{i}.{kind}", act_type, [1, kvh, "max_context", hd]))
                 outputs.append(helper.make_tensor_value_info(
-                    f"present.{i}.{kind}", f32, [1, kvh, "max_context", hd]))
+                    f"present.{i}.{kind}", act_type, [1, kvh, "max_context", hd]))
         graph = helper.make_graph(g.nodes, "moss_audio_decoder", inputs, outputs, g.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
                                                         helper.make_opsetid(MS, 1)],
@@ -293,7 +323,7 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
             "symmetric": str(int(body.symmetric)), "accuracy_level": str(accuracy_level),
             "max_context": str(rows), "num_layers": str(lang.num_hidden_layers),
             "num_kv_heads": str(kvh), "head_dim": str(hd), "hidden_size": str(hidden),
-            "num_deepstack": str(k_ds), "vocab_size": str(lang.vocab_size),
+            "num_deepstack": str(k_ds), "vocab_size": str(lang.vocab_size), "io_dtype": io_dtype,
         }
         helper.set_model_props(model, meta)
         save_graph(model, out_path)
@@ -302,7 +332,7 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
         "graph": out_path.name, "data": writer.data_path.name, "quant": quant,
         "lm_head_quant": lm_head_quant, "block_size": body.block_size if quant.startswith("int") else None,
         "symmetric": body.symmetric, "method": body.method, "accuracy_level": accuracy_level,
-        "max_context": rows, "bytes": out_path.stat().st_size + data_bytes,
+        "max_context": rows, "io_dtype": io_dtype, "bytes": out_path.stat().st_size + data_bytes,
         "seconds": round(time.perf_counter() - start, 2),
     }
 

@@ -273,3 +273,26 @@ def test_committed_end_never_passes_the_final_end():
         for ev in ep.flush():
             if isinstance(ev, Utterance):
                 assert all(ev.start_sample <= c <= ev.end_sample for c in committed)
+
+
+def test_refine_end_anchors_ends_to_the_waveform():
+    import numpy as np
+
+    from edge_runtime.endpointing import refine_end
+
+    sr = 16000
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr).astype(np.float32)
+    fade = tone[:1600] * np.linspace(1, 0, 1600, dtype=np.float32)
+    audio = np.concatenate([tone, fade, np.zeros(8000, np.float32)])  # sound ends ~1.1 s
+    sound_end = sr + 1600
+    ends = []
+    for shift in range(0, 512, 37):  # the VAD grid falling anywhere on the waveform
+        padded = np.concatenate([np.zeros(shift, np.float32), audio])
+        vad_end = shift + sound_end + 3000 + (shift * 7) % 512
+        end = refine_end(padded[:vad_end], 0, vad_end, max_trim=4800, post_roll=1600)
+        assert vad_end - 4800 <= end <= vad_end  # only trims, within bounds
+        ends.append(end - shift)
+    assert max(ends) - min(ends) <= 160  # within one 10 ms frame whatever the grid
+    assert abs(ends[0] - (sound_end + 1600)) <= 400  # fade end + post-roll
+    # nothing loud in the trim window: trim the whole allowance
+    assert refine_end(np.zeros(16000, np.float32), 0, 16000, max_trim=3000, post_roll=0) == 13000

@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--embeddings", default=None, choices=["fp32", "fp16", "int8"],
                    help="embedding table rows (default: int8 for int8/int4, else the --quant type)")
     p.add_argument("--max-context", type=int, default=4096, help="default KV-cache length")
+    p.add_argument("--target", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: fp16 decoder activations and KV cache (needed by ONNX Runtime's CUDA "
+                        "attention) and an fp16 audio graph; cpu (default): float32")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.set_defaults(func=run)
 
@@ -52,7 +55,7 @@ def run(args) -> int:
                             audio_quant=args.audio_quant, block_size=args.block_size,
                             symmetric=args.symmetric, accuracy_level=args.accuracy_level,
                             lm_head_bits=args.lm_head_bits, embeddings=args.embeddings,
-                            max_context=args.max_context, method=args.method,
+                            max_context=args.max_context, method=args.method, target=args.target,
                             progress=sys.stderr.isatty())
     start = time.perf_counter()
     out = export_bundle(args.checkpoint, args.output, options, force=args.force)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
-import time
 
 from ..errors import EdgeMossError
 from ._common import add_model_args, load_model
@@ -76,6 +76,22 @@ class _View:
         print(f"[{clock(event.start)} -> {clock(event.end)}] {event.text}", flush=True)
 
 
+class _StopFlag:
+    """Ctrl-C / SIGTERM set a flag that the capture loop checks between blocks: the utterance in
+    progress is then finished from what was captured, never cut in the middle of a decode."""
+
+    def __init__(self):
+        self.raised = False
+        self._old = {sig: signal.signal(sig, self._set) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _set(self, signum, frame) -> None:
+        self.raised = True
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
 def run(args) -> int:
     from ..capture import DeviceLostError, FileStream, MicrophoneStream
     from ..live import LiveTranscriber
@@ -107,8 +123,9 @@ def run(args) -> int:
         if args.mic and not args.json:
             print("listening (Ctrl-C to stop)…", file=sys.stderr)
         status, message, warned = 0, None, False
+        stop = _StopFlag()
         try:
-            while True:
+            while not stop.raised:
                 block = source.read(timeout=0.5)
                 if block is None:
                     break
@@ -125,8 +142,17 @@ def run(args) -> int:
                 audio_out.write(exc.samples)
             live.process(exc.samples)
             status, message = 1, f"input device lost: {exc}; finished the last utterance"
-        except KeyboardInterrupt:
+        finally:
+            stop.restore()
+        if stop.raised:
             status, message = 130, "stopped; finished the last utterance"
+            if args.mic:
+                # What the microphone captured before the stop is still queued: use all of it.
+                source.close()
+                while (rest := source.read(timeout=0)) is not None:
+                    if audio_out is not None:
+                        audio_out.write(rest)
+                    live.process(rest)
         live.close()
         overflows = getattr(source, "overflows", 0)
         stats = live.stats

@@ -1,0 +1,203 @@
+"""Live input: the incremental path equals offline transcription of the same utterances."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import test_clip
+from edge_runtime.api import EdgeMoss
+from edge_runtime.capture import FileStream
+from edge_runtime.live import LiveTranscriber, UtteranceDecoder
+from edge_runtime.timestamps import TIMESTAMP_INSTRUCTION
+from speech_fixture import make_speech_wav
+
+SR = 16000
+TOKENS = 24
+# One long sentence (> 8 s: several 4 s chunks prefilled while "speaking"), then two short ones.
+SSML = ("<speak>Hello there, this is a long sentence for the live test, and it keeps going on and "
+        "on for quite a while, so that the session has to encode and prefill several four second "
+        "chunks before the speaker finally pauses."
+        '<break time="1500ms"/>The weather is nice today.'
+        '<break time="1300ms"/>Goodbye for now.</speak>')
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    return make_speech_wav(tmp_path_factory.mktemp("live") / "speech.wav", SSML, lead_s=0.6,
+                           tail_s=1.2)
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_checkpoint, bundle_factory):
+    return bundle_factory(tiny_checkpoint, "fp32", "chunked")
+
+
+def live_run(model, path, block_sizes=(480,)):
+    """Push a file through LiveTranscriber in blocks of the given sizes (cycled)."""
+    finals = []
+    live = LiveTranscriber(model, finals.append, max_new_tokens=TOKENS)
+    audio = sf.read(path, dtype="float32")[0]
+    i = k = 0
+    while i < audio.size:
+        n = block_sizes[k % len(block_sizes)]
+        live.process(audio[i:i + n])
+        i, k = i + n, k + 1
+    live.close()
+    return finals, live
+
+
+def test_live_equals_transcribe_with_the_same_segmentation(bundle, speech):
+    model = EdgeMoss(bundle, threads=1)
+    finals, live = live_run(model, speech, block_sizes=(480, 1, 7000, 333))
+    assert len(live.utterances) == 3
+    assert max(b - a for a, b in live.utterances) > 8 * SR  # several chunks prefilled live
+    windows = [(a / SR, b / SR) for a, b in live.utterances]
+    segments, _ = model.transcribe(speech, windows=windows, front_end="streaming",
+                                   max_new_tokens=TOKENS)
+    assert [(e.start, e.end, e.text) for e in finals] == \
+        [(s.start, s.end, s.text) for s in segments]
+    assert all(e.type == "final" and e.latency_s is not None for e in finals)
+    # The same audio in other block sizes gives the same events: nothing depends on timing.
+    again, _ = live_run(model, speech, block_sizes=(16000,))
+    assert [without_timing(e.to_dict()) for e in again] == \
+        [without_timing(e.to_dict()) for e in finals]
+
+
+def test_incremental_prefill_gives_the_tokens_of_a_whole_prefill(bundle):
+    model = EdgeMoss(bundle, threads=1)
+    rng = np.random.default_rng(3)
+    for seconds in (2.0, 4.0, 9.7, 12.0):
+        clip = test_clip(seconds, seed=int(seconds))
+        utt = UtteranceDecoder(model, max_new_tokens=TOKENS)
+        utt.begin()
+        i = 0
+        while i < clip.size:
+            n = int(rng.integers(1, 9000))
+            utt.feed(clip[i:i + n])
+            i += n
+        assert utt.chunks_done == (clip.size // 160) // 400 - (1 if (clip.size // 160) % 400 == 0
+                                                               else 0) or seconds < 4.1
+        utt.finish(0.0)
+        whole = model._run(clip, TIMESTAMP_INSTRUCTION, model.decode_settings(TOKENS), None,
+                           "streaming")
+        assert utt.last_token_ids == whole.token_ids, seconds
+
+
+def test_partials_leave_the_committed_cache_alone(bundle):
+    model = EdgeMoss(bundle, threads=1)
+    clip = test_clip(10.0, seed=9)
+    utt = UtteranceDecoder(model, max_new_tokens=TOKENS)
+    utt.begin()
+    for i in range(0, clip.size, 8000):
+        utt.feed(clip[i:i + 8000])
+        length = model.lm.length
+        utt.partial(max_new_tokens=4)
+        assert model.lm.length == length
+    utt.finish(0.0)
+    whole = model._run(clip, TIMESTAMP_INSTRUCTION, model.decode_settings(TOKENS), None, "streaming")
+    assert utt.last_token_ids == whole.token_ids
+
+
+def listen_cli(*args, env=None, **popen):
+    return subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "listen", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, **popen)
+
+
+def without_timing(event: dict) -> dict:
+    """An event minus its measured latency (a wall-clock figure, different on every run)."""
+    return {k: v for k, v in event.items() if k != "latency_s"}
+
+
+def final_events(stdout: str):
+    events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    assert all(e["type"] in ("partial", "final") for e in events)
+    return [without_timing(e) for e in events if e["type"] == "final"]
+
+
+def test_listen_cli_json_transcript_and_latency(tmp_path, bundle, speech):
+    transcript = tmp_path / "notes.srt"
+    proc = listen_cli("--input", str(speech), "--json", "--model", str(bundle), "--transcript",
+                      str(transcript), "--max-new-tokens", str(TOKENS), "--threads", "1")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    finals = final_events(out)
+    assert {e["utterance"] for e in finals} == {0, 1, 2}
+    model = EdgeMoss(bundle, threads=1)
+    expected, _ = live_run(model, speech)
+    assert [(e["start"], e["end"], e["text"]) for e in finals] == \
+        [(round(e.start, 3), round(e.end, 3), e.text) for e in expected]
+    assert stat.S_IMODE(transcript.stat().st_mode) == 0o600
+    import srt
+
+    cues = list(srt.parse(transcript.read_text()))
+    assert len(cues) == len(finals)
+    assert "end of speech -> final text" in err and "real-time factor" in err
+
+
+def test_kill_9_leaves_the_transcript_whole(tmp_path, bundle, speech):
+    transcript = tmp_path / "t.jsonl"
+    proc = listen_cli("--input", str(speech), "--realtime", "--model", str(bundle),
+                      "--transcript", str(transcript), "--max-new-tokens", str(TOKENS))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if transcript.exists() and transcript.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the first final segment"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    lines = transcript.read_text().splitlines()
+    assert lines and all(set(json.loads(line)) == {"start", "end", "text"} for line in lines)
+
+
+def test_microphone_capture_replays_exactly(tmp_path, bundle, speech):
+    """A real PortAudio input device (private PulseAudio server, null sink monitor)."""
+    from pulse_rig import PulseRig
+
+    cap = tmp_path / "cap.wav"
+    with PulseRig() as rig:
+        env = dict(os.environ, **rig.env)
+        proc = listen_cli("--mic", "--device", "pulse", "--save-audio", str(cap), "--json",
+                          "--model", str(bundle), "--max-new-tokens", str(TOKENS), env=env)
+        time.sleep(4.0)  # model load + stream start
+        player = rig.play(speech)
+        player.wait(timeout=120)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "stopped; finished the last utterance" in err
+    assert stat.S_IMODE(cap.stat().st_mode) == 0o600
+    mic_finals = final_events(out)
+    # Replaying the saved capture gives exactly the same final events.
+    replay = listen_cli("--input", str(cap), "--json", "--model", str(bundle),
+                        "--max-new-tokens", str(TOKENS))
+    rout, rerr = replay.communicate(timeout=600)
+    assert replay.returncode == 0, rerr
+    assert final_events(rout) == mic_finals
+    # Against the original file: the same utterances, timestamps within 0.1 s once the capture's
+    # offset (found by cross-correlation) is removed.
+    captured = sf.read(cap, dtype="float32")[0]
+    original = sf.read(speech, dtype="float32")[0]
+    corr = np.correlate(captured[: SR * 8], original[: SR * 4], mode="valid")
+    offset = int(np.argmax(np.abs(corr))) / SR
+    model = EdgeMoss(bundle, threads=1)
+    ref, _ = live_run(model, speech)
+    spans = lambda events: sorted({tuple(e) for e in events})  # noqa: E731
+    mic_spans = spans((e["utterance_start"] - offset, e["utterance_end"] - offset)
+                      for e in mic_finals)
+    ref_spans = spans(e.span for e in ref)
+    assert len(mic_spans) == len(ref_spans) == 3
+    for (a0, a1), (b0, b1) in zip(mic_spans, ref_spans):
+        assert abs(a0 - b0) <= 0.1 and abs(a1 - b1) <= 0.1, (mic_spans, ref_spans, offset)
