@@ -80,7 +80,13 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
         t = time.perf_counter()
         audio_dtype = options.audio_quant or ("fp16" if options.quant == "fp16" or options.target == "cuda"
                                               else "fp32")
-        export_audio_graph(ckpt, staging / AUDIO_GRAPH, dtype=audio_dtype)
+        audio_int8 = None
+        if audio_dtype == "int8":  # fp32 export, then 8-bit MatMulNBits, error measured vs fp32
+            from quant.audio_quant import export_int8_audio_graph
+
+            audio_int8 = export_int8_audio_graph(ckpt, staging / AUDIO_GRAPH, mode=options.encoder_mode)
+        else:
+            export_audio_graph(ckpt, staging / AUDIO_GRAPH, dtype=audio_dtype)
         steps["audio_graph_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -104,6 +110,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
         files = [p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()]
         manifest = _manifest(ckpt, options, audio_dtype, decoder_info, emb_kind, emb_files,
                              tok_files, steps)
+        if audio_int8:
+            manifest["quantization"]["audio_int8"] = audio_int8
         manifest["files"] = describe_files(staging, files)
         write_manifest(staging, manifest)
         if out.exists():

@@ -1,6 +1,6 @@
 """One module per CLI subcommand; each exposes add_parser(subparsers) and sets `func`.
 
-Build-side commands import torch lazily inside their handler, so the runtime install
+Build-side commands load torch lazily inside their handler, so the runtime install
 (no torch) can still list and run every runtime command.
 """
 

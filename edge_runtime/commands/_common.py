@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..errors import BundleError
+from ..errors import BundleError, MissingExtraError
 
 MODEL_ENV = "EDGE_MOSS_MODEL"
 
 
-def add_model_args(parser: argparse.ArgumentParser, device_flag: bool = True) -> None:
-    """--model/--device/--threads/--max-context. `listen` uses --device for the microphone, so
-    there the execution provider is only spelled --provider (accepted everywhere)."""
+def add_model_args(parser: argparse.ArgumentParser, device_flag: bool = True,
+                   backend_flag: bool | None = None) -> None:
+    """--model/--device/--threads/--max-context (+ --backend/--bnb). `listen` uses --device for the
+    microphone, so there the execution provider is only spelled --provider (accepted everywhere).
+    backend_flag (default: device_flag) adds --backend onnx|torch and --bnb; `listen` needs the
+    ONNX encoder's chunk interface, so it gets neither."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", "-m", default=os.environ.get(MODEL_ENV),
                        help=f"bundle folder made by `edge-moss export` (default: ${MODEL_ENV})")
@@ -23,6 +26,13 @@ def add_model_args(parser: argparse.ArgumentParser, device_flag: bool = True) ->
                        help="ONNX Runtime intra-op threads (default: tuned for this machine)")
     group.add_argument("--max-context", type=int, default=None,
                        help="KV-cache length in tokens (bounds memory; default from the bundle)")
+    if device_flag if backend_flag is None else backend_flag:
+        group.add_argument("--backend", default="onnx", choices=["onnx", "torch"],
+                           help="onnx (default): an exported bundle on ONNX Runtime; torch: the "
+                                "checkpoint directory on torch (+ bitsandbytes, see --bnb)")
+        group.add_argument("--bnb", default=None, choices=["4bit", "8bit", "none"],
+                           help="with --backend torch: bitsandbytes NF4 (4bit, default), "
+                                "LLM.int8 (8bit) or no quantization")
 
 
 def add_decode_args(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
@@ -42,7 +52,25 @@ def decode_settings(args: argparse.Namespace) -> dict:
 
 
 def load_model(args: argparse.Namespace, **kwargs):
-    """Open the bundle named by --model (imports the runtime only when a command needs it)."""
+    """Open the bundle named by --model (imports the runtime only when a command needs it).
+
+    With --backend torch, --model names a checkpoint directory, loaded by quant.bnb_backend
+    (imported here only: the runtime itself never needs torch)."""
+    backend = getattr(args, "backend", "onnx")
+    bnb = getattr(args, "bnb", None)
+    if backend != "torch" and bnb is not None:
+        raise BundleError("--bnb applies to --backend torch only")
+    if backend == "torch":
+        if not args.model:
+            raise BundleError(f"no checkpoint given: with --backend torch pass --model CHECKPOINT_DIR "
+                              f"(or set ${MODEL_ENV})")
+        try:
+            from quant.bnb_backend import load_torch_model
+        except ImportError as exc:
+            raise MissingExtraError(f"--backend torch needs the build tools ({exc.name} is missing): "
+                                    "pip install 'edge-moss[gpu,export]'") from None
+        return load_torch_model(args.model, bnb=bnb, device=args.provider, threads=args.threads,
+                                max_context=args.max_context, **kwargs)
     from ..api import EdgeMoss
 
     if not args.model:

@@ -1,42 +1,156 @@
-"""`edge-moss doctor`: what this machine offers the runtime (providers, devices, memory)."""
+"""`edge-moss doctor`: what this machine offers the runtime (providers, GPU, memory, devices).
+
+With --model BUNDLE it also estimates the memory the bundle needs: its files (graphs, weights,
+embedding table; loaded into memory) plus the KV cache at --max-context
+(layers x kv_heads x head_dim x 2 (K and V) x bytes per value x tokens).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+JETSON_RELEASE = Path("/etc/nv_tegra_release")
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+MEMINFO = Path("/proc/meminfo")
+GIB = 1024 ** 3
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("doctor", help="report execution providers, audio devices and memory")
+    p = sub.add_parser("doctor", help="report execution providers, GPU, memory and audio devices")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--model", "-m", default=os.environ.get("EDGE_MOSS_MODEL"),
+                   help="also estimate the memory this bundle needs")
+    p.add_argument("--max-context", type=int, default=None,
+                   help="KV-cache length for the estimate (default: the bundle's)")
     p.set_defaults(func=run)
 
 
-def _memory() -> dict:
+def memory_gib(meminfo: Path = MEMINFO) -> dict[str, float]:
+    """MemTotal / MemAvailable in GiB (empty where /proc/meminfo is unreadable)."""
     info = {}
     try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                key, value = line.split(":", 1)
-                if key in ("MemTotal", "MemAvailable"):
-                    info[key] = round(int(value.split()[0]) / 1024 / 1024, 2)  # GiB
-    except OSError:
+        for line in meminfo.read_text(encoding="ascii").splitlines():
+            key, _, value = line.partition(":")
+            if key in ("MemTotal", "MemAvailable"):
+                info[key] = round(int(value.split()[0]) * 1024 / GIB, 2)
+    except (OSError, ValueError, IndexError):
         pass
     return info
 
 
-def report() -> dict:
+def jetson_info(release: Path = JETSON_RELEASE, model: Path = DEVICE_TREE_MODEL) -> dict[str, Any]:
+    """Whether this is an NVIDIA Jetson (L4T release file or a Jetson device-tree model)."""
+    def read(path: Path) -> str:
+        try:
+            return path.read_bytes().decode("utf-8", "replace").replace("\x00", "").strip()
+        except OSError:
+            return ""
+
+    board, l4t = read(model), read(release).splitlines()
+    detected = bool(l4t) or "jetson" in board.lower()
+    out: dict[str, Any] = {"detected": detected}
+    if board:
+        out["board"] = board
+    if l4t:
+        out["l4t"] = l4t[0].lstrip("# ").strip()
+    return out
+
+
+def gpu_info() -> list[dict[str, Any]] | str:
+    """GPUs as nvidia-smi sees them (name, memory MiB), or why none are listed."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return "nvidia-smi not found"
+    try:
+        done = subprocess.run([exe, "--query-gpu=name,memory.total,memory.used",
+                               "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"nvidia-smi failed: {exc}"
+    if done.returncode != 0:
+        return f"nvidia-smi failed: {(done.stderr or done.stdout).strip()[:200]}"
+    gpus = []
+    for line in done.stdout.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        entry: dict[str, Any] = {"name": parts[0]}
+        for key, value in zip(("memory_total_mib", "memory_used_mib"), parts[1:]):
+            try:
+                entry[key] = int(float(value))
+            except ValueError:  # Jetson's nvidia-smi prints [N/A]
+                entry[key] = value
+        gpus.append(entry)
+    return gpus
+
+
+def probe_provider(device: str) -> dict[str, Any]:
+    """Start a tiny session (the bundled VAD graph) on `device`: does the provider really work?"""
     import onnxruntime as ort
 
-    out = {
+    from ..providers import PROVIDER_OF, provider_chain
+    from ..vad import MODEL_PATH
+
+    name = PROVIDER_OF[device]
+    if name not in ort.get_available_providers():
+        return {"usable": False, "detail": f"onnxruntime lacks {name}"}
+    chain = provider_chain(device)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(MODEL_PATH), sess_options=so,
+                                       providers=[n for n, _ in chain],
+                                       provider_options=[o for _, o in chain])
+    except Exception as exc:  # report, never fail
+        return {"usable": False, "detail": f"session failed: {str(exc).strip()[:200]}"}
+    if name not in session.get_providers():
+        return {"usable": False, "detail": f"{name} could not be loaded (libraries or GPU missing)"}
+    return {"usable": True, "detail": "a test session started"}
+
+
+def bundle_estimate(model: str | Path, max_context: int | None = None) -> dict[str, Any]:
+    """Memory a bundle needs: its files plus the KV cache at `max_context` tokens."""
+    from ..bundle import config_from_manifest, read_manifest
+
+    manifest = read_manifest(Path(model))
+    lang = config_from_manifest(manifest).language
+    decoder = manifest.get("quantization", {}).get("decoder", {})
+    io_dtype = decoder.get("io_dtype", "fp32") if isinstance(decoder, dict) else "fp32"
+    value_bytes = 2 if io_dtype == "fp16" else 4
+    context = int(max_context or manifest.get("max_context", 4096))
+    per_token = lang.num_hidden_layers * lang.num_key_value_heads * lang.head_dim * 2 * value_bytes
+    files = sum(int(f.get("bytes", 0)) for f in manifest["files"].values())
+    return {
+        "bundle": str(model),
+        "files_gib": round(files / GIB, 3),
+        "kv_cache_dtype": "float16" if value_bytes == 2 else "float32",
+        "kv_bytes_per_token": per_token,
+        "max_context": context,
+        "kv_cache_gib": round(per_token * context / GIB, 3),
+        "total_gib": round((files + per_token * context) / GIB, 3),
+        "note": "plus ONNX Runtime working memory (activations, arenas), roughly a few hundred MB",
+    }
+
+
+def report(model: str | Path | None = None, max_context: int | None = None) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from ..providers import DEVICES
+
+    out: dict[str, Any] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "memory_gib": _memory(),
+        "memory_gib": memory_gib(),
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
-        "jetson": os.path.exists("/etc/nv_tegra_release"),
+        "usable": {d: probe_provider(d) for d in DEVICES if d != "cpu"},
+        "gpus": gpu_info(),
+        "jetson": jetson_info(),
     }
     try:
         from ..capture import list_input_devices
@@ -44,17 +158,32 @@ def report() -> dict:
         out["input_devices"] = [d["name"] for d in list_input_devices()]
     except Exception as exc:  # doctor reports problems, it does not fail on them
         out["input_devices"] = f"unavailable: {exc}"
+    if model:
+        try:
+            estimate = bundle_estimate(model, max_context)
+        except Exception as exc:
+            out["bundle"] = f"unreadable: {exc}"
+        else:
+            available = out["memory_gib"].get("MemAvailable")
+            if available is not None:
+                estimate["fits_available_memory"] = estimate["total_gib"] < available
+            out["bundle"] = estimate
     return out
 
 
 def run(args) -> int:
-    info = report()
+    info = report(getattr(args, "model", None), getattr(args, "max_context", None))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     for key, value in info.items():
-        print(f"{key:15s} {value}")
-    if "CUDAExecutionProvider" not in info["providers"]:
-        print("cuda           not available (pip install 'edge-moss[gpu]'; on Jetson use NVIDIA's "
-              "JetPack onnxruntime-gpu wheel)")
+        if isinstance(value, dict) and key in ("usable", "bundle", "jetson"):
+            print(key)
+            for sub, item in value.items():
+                print(f"  {sub:22s} {item}")
+        else:
+            print(f"{key:15s} {value}")
+    if not info["usable"]["cuda"]["usable"]:
+        print("cuda           not usable (pip install 'edge-moss[gpu]'; on Jetson use NVIDIA's "
+              "JetPack onnxruntime-gpu wheel, see docs/gpu-jetson.md)")
     return 0

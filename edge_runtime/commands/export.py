@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
                    help="chunked (default; exact streaming, as the authors' server) or full "
                         "(one pass over the clip, as the Hugging Face reference)")
     p.add_argument("--audio-quant", default=None, choices=["fp32", "fp16", "int8"],
-                   help="audio graph precision (default fp32; fp16 with --quant fp16)")
+                   help="audio graph precision (default fp32; fp16 with --quant fp16); int8 "
+                        "(8-bit MatMulNBits weights) records its measured error in the manifest")
     p.add_argument("--block-size", type=int, default=None,
                    help="quantization block size (default 32 for int4, 128 for int8)")
     sym = p.add_mutually_exclusive_group()
@@ -32,9 +33,9 @@ def add_parser(sub) -> None:
                    help="MatMulNBits accuracy level (4 = int8 activations, fastest on CPU)")
     p.add_argument("--lm-head-bits", type=int, default=None, choices=[4, 8],
                    help="lm_head bits for int4 (default 8)")
-    p.add_argument("--method", default=None, choices=["rtn", "mse"],
-                   help="scale search: rtn (round to nearest) or mse (per-block clip search; "
-                        "default for int4)")
+    p.add_argument("--method", default=None, choices=["rtn", "mse", "hqq"],
+                   help="int4/int8 scale search: rtn (round to nearest), mse (per-block clip "
+                        "search; default for int4) or hqq (half-quadratic zero-point fit)")
     p.add_argument("--embeddings", default=None, choices=["fp32", "fp16", "int8"],
                    help="embedding table rows (default: int8 for int8/int4, else the --quant type)")
     p.add_argument("--max-context", type=int, default=4096, help="default KV-cache length")
