@@ -12,7 +12,9 @@ Dequantized value = (q - zero_point) * scale.
 
 Scale choice: "rtn" takes the block's range as is; "mse" searches a grid of clipping ratios per
 block and keeps the one with the smallest squared reconstruction error (often ~10-20 % lower
-error than RTN at 4 bits, and never worse because ratio 1.0 is in the grid).
+error than RTN at 4 bits, and never worse because ratio 1.0 is in the grid); "hqq" fits the
+zero point by half-quadratic l_p minimisation (quant.hqq; asymmetric only: symmetric blocks,
+e.g. an 8-bit lm_head under --method hqq, get the "mse" search).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("rtn", "mse")
+METHODS = ("rtn", "mse", "hqq")
 
 # Clipping ratios tried by the "mse" search (1.0 = plain RTN, always included).
 _MSE_RATIOS = np.array([1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7], dtype=np.float32)
@@ -133,6 +135,8 @@ def quantize_blockwise(weight: np.ndarray, bits: int = 4, block_size: int = 32, 
                        method: str = "rtn") -> BlockQuantized:
     """Quantize W [N, K] (out x in) block-wise along K for MatMulNBits."""
     _check(bits, block_size, method)
+    if method == "hqq" and symmetric:
+        method = "mse"  # HQQ fits zero points; a symmetric block has none, so clip-search instead
     weight = np.asarray(weight)
     if weight.ndim != 2:
         raise ValueError(f"expected a 2-D weight, got shape {weight.shape}")
@@ -147,7 +151,12 @@ def quantize_blockwise(weight: np.ndarray, bits: int = 4, block_size: int = 32, 
         if k % block_size:  # zero-pad K to whole blocks (the kernel reads K values only)
             rows = np.pad(rows, ((0, 0), (0, n_blocks * block_size - k)))
         blocks = rows.reshape(rows.shape[0], n_blocks, block_size)
-        q, s, z = _quantize_rows(blocks, bits, symmetric, method)
+        if method == "hqq":
+            from .hqq import hqq_blocks
+
+            q, s, z = hqq_blocks(blocks, bits)
+        else:
+            q, s, z = _quantize_rows(blocks, bits, symmetric, method)
         end = start + rows.shape[0]
         packed[start:end] = pack_values(q, bits)
         scales[start:end] = s

@@ -147,7 +147,7 @@ def test_cli_errors(setup, tmp_path, capsys, monkeypatch):
     bnb_backend.require_torch("none")  # no bitsandbytes needed without quantization
     assert main(["ask", "x.wav", "q", "--backend", "torch", "--bnb", "4bit", "--model", str(ckpt)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["edge-moss: error: --bnb 4bit/8bit needs bitsandbytes: pip install 'edge-moss[gpu]'"]
+    assert err == ["edge-moss: error: --bnb 4bit/8bit needs bitsandbytes: pip install 'edge-moss[gpu,export]'"]
 
 
 def test_runtime_source_never_imports_torch():
