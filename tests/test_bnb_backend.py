@@ -142,7 +142,7 @@ def test_cli_errors(setup, tmp_path, capsys, monkeypatch):
     assert main(["ask", "x.wav", "q", "--bnb", "8bit", "--model", str(ckpt)]) == 2
     assert "--bnb applies to --backend torch only" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import now fails
-    with pytest.raises(MissingExtraError, match=r"pip install 'edge-moss\[gpu\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install 'edge-moss\[gpu,export\]'"):
         bnb_backend.require_torch("4bit")
     bnb_backend.require_torch("none")  # no bitsandbytes needed without quantization
     assert main(["ask", "x.wav", "q", "--backend", "torch", "--bnb", "4bit", "--model", str(ckpt)]) == 2
