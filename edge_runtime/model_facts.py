@@ -36,6 +36,20 @@ STOP_TOKEN_IDS = (IM_END_ID, ENDOFTEXT_ID)
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
+def release_processor_config() -> dict:
+    """processor_config.json of the release (and the defaults when a checkpoint lacks one)."""
+    return {
+        "mel_sr": SAMPLE_RATE,
+        "mel_dim": N_MELS,
+        "n_fft": N_FFT,
+        "hop": HOP_LENGTH,
+        "enable_time_marker": True,
+        "audio_token_id": AUDIO_TOKEN_ID,
+        "audio_start_id": AUDIO_START_ID,
+        "audio_end_id": AUDIO_END_ID,
+    }
+
+
 def conv_out_len(length: int) -> int:
     """Length after one 3x3 stride-2 pad-1 convolution."""
     return (length - 1) // 2 + 1

@@ -27,6 +27,7 @@ from torch import nn
 
 from edge_runtime.model_config import AudioEncoderConfig, ConfigError, MossAudioConfig
 from export.checkpoint import open_checkpoint
+from export.reference import GatedMLP
 
 AUDIO_PREFIXES = ("audio_encoder.", "audio_adapter.", "deepstack_audio_merger_list.")
 INPUT_NAMES = ["mel", "last_frames"]
@@ -94,17 +95,6 @@ class _Encoder(nn.Module):
         self.layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
 
 
-class _GatedMLP(nn.Module):
-    def __init__(self, input_size: int, hidden_size: int, output_size: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(input_size, hidden_size, bias=False)
-        self.up_proj = nn.Linear(input_size, hidden_size, bias=False)
-        self.down_proj = nn.Linear(hidden_size, output_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
 class AudioGraph(nn.Module):
     """mel chunk batch -> (audio_embeds [N, hidden], deepstack_embeds [k, N, hidden]), float32 I/O."""
 
@@ -115,9 +105,9 @@ class AudioGraph(nn.Module):
             raise ConfigError("audio_config.output_dim != d_model (an encoder out_proj) is not supported")
         k = config.num_deepstack
         self.audio_encoder = _Encoder(a)
-        self.audio_adapter = _GatedMLP(a.output_dim, config.adapter_hidden_size, config.language.hidden_size)
+        self.audio_adapter = GatedMLP(a.output_dim, config.adapter_hidden_size, config.language.hidden_size)
         self.deepstack_audio_merger_list = nn.ModuleList(
-            _GatedMLP(a.output_dim, config.adapter_hidden_size, config.language.hidden_size) for _ in range(k)
+            GatedMLP(a.output_dim, config.adapter_hidden_size, config.language.hidden_size) for _ in range(k)
         )
         self.tap_layers = tuple(sorted(a.deepstack_encoder_layer_indexes))[:k]
         half = a.d_model // 2

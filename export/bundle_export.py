@@ -17,8 +17,8 @@ from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime import model_facts as facts
-from edge_runtime.bundle import (AUDIO_GRAPH, DECODER_GRAPH, TOKENIZER_DIR, describe_files,
-                                 write_manifest)
+from edge_runtime.bundle import (AUDIO_GRAPH, DECODER_GRAPH, TOKENIZER_DIR, default_special_ids,
+                                 describe_files, write_manifest)
 from edge_runtime.errors import EdgeMossError
 
 from .checkpoint import Checkpoint, open_checkpoint
@@ -142,16 +142,10 @@ def _manifest(ckpt: Checkpoint, options: ExportOptions, audio_dtype: str,
         "created_by": f"edge-moss {__version__}",
         "source": {"name": ckpt.name, "path": str(Path(ckpt.path).resolve())},
         "model": ckpt.config.to_dict(),
-        "special_ids": {
-            "audio_token": int(proc.get("audio_token_id", facts.AUDIO_TOKEN_ID)),
-            "audio_start": int(proc.get("audio_start_id", facts.AUDIO_START_ID)),
-            "audio_end": int(proc.get("audio_end_id", facts.AUDIO_END_ID)),
-            "im_start": facts.IM_START_ID,
-            "im_end": facts.IM_END_ID,
-            "endoftext": facts.ENDOFTEXT_ID,
-            "think_start": facts.THINK_START_ID,
-            "think_end": facts.THINK_END_ID,
-        },
+        "special_ids": {**default_special_ids(),
+                        "audio_token": int(proc.get("audio_token_id", facts.AUDIO_TOKEN_ID)),
+                        "audio_start": int(proc.get("audio_start_id", facts.AUDIO_START_ID)),
+                        "audio_end": int(proc.get("audio_end_id", facts.AUDIO_END_ID))},
         "time_markers": {
             "enabled": bool(proc.get("enable_time_marker", True)),
             "every_seconds": facts.MARKER_EVERY_SECONDS,

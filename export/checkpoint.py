@@ -179,16 +179,7 @@ class Checkpoint:
     @property
     def processor_config(self) -> dict[str, Any]:
         """processor_config.json merged over the release defaults."""
-        cfg: dict[str, Any] = {
-            "mel_sr": model_facts.SAMPLE_RATE,
-            "mel_dim": model_facts.N_MELS,
-            "n_fft": model_facts.N_FFT,
-            "hop": model_facts.HOP_LENGTH,
-            "enable_time_marker": True,
-            "audio_token_id": model_facts.AUDIO_TOKEN_ID,
-            "audio_start_id": model_facts.AUDIO_START_ID,
-            "audio_end_id": model_facts.AUDIO_END_ID,
-        }
+        cfg: dict[str, Any] = model_facts.release_processor_config()
         file = self.path / "processor_config.json"
         if file.is_file():
             try:

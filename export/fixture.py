@@ -112,16 +112,7 @@ def fixture_config(size: str = "tiny") -> dict[str, Any]:
 
 def processor_config() -> dict[str, Any]:
     """processor_config.json of the release."""
-    return {
-        "mel_sr": model_facts.SAMPLE_RATE,
-        "mel_dim": model_facts.N_MELS,
-        "n_fft": model_facts.N_FFT,
-        "hop": model_facts.HOP_LENGTH,
-        "enable_time_marker": True,
-        "audio_token_id": model_facts.AUDIO_TOKEN_ID,
-        "audio_start_id": model_facts.AUDIO_START_ID,
-        "audio_end_id": model_facts.AUDIO_END_ID,
-    }
+    return model_facts.release_processor_config()
 
 
 def generation_config() -> dict[str, Any]:
