@@ -139,12 +139,11 @@ class EdgeMoss:
         """Cache: prefix (reused) + audio span + question. Returns last logits and prompt length."""
         builder = self.prompt_builder(system)
         prefix = builder.prefix_ids()
-        first = self.lm.start_from_prefix(prefix)
+        self.lm.start_from_prefix(prefix)
         span = AudioSpanInterleaver(time_markers=self.bundle.time_markers).push(audio.num_tokens)
         suffix = np.asarray(builder.suffix_ids(question), dtype=np.int64)
         ids = np.concatenate([span.ids.astype(np.int64), suffix])
         logits = self.lm.append(ids, span.audio_slots, audio)
-        del first
         return logits, len(prefix) + ids.size
 
     def _ask_steps(self, samples: np.ndarray, question: str, settings: DecodeSettings,

@@ -102,3 +102,15 @@ def test_pull_fails_clearly_offline(tmp_path):
     code, _, err = run_cli("pull", "OpenMOSS-Team/MOSS-Audio-4B-Instruct", "-o",
                            str(tmp_path / "b"), env=env)
     assert_one_line_error(code, err, "cannot reach the model hub")
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--top-p", "2"], "top_p"),
+    (["--temperature", "-1"], "temperature"),
+    (["--max-new-tokens", "0"], "--max-new-tokens"),
+])
+def test_bad_decoding_flags(tmp_path, bundle, flags, needle):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, test_clip(1.0), 16000)
+    code, _, err = run_cli("ask", str(wav), "hi", "--model", str(bundle), *flags)
+    assert_one_line_error(code, err, needle)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..errors import BundleError, MissingExtraError
+from ..errors import BundleError, EdgeMossError, MissingExtraError
 
 MODEL_ENV = "EDGE_MOSS_MODEL"
 
@@ -45,8 +45,16 @@ def add_decode_args(parser: argparse.ArgumentParser, max_new_tokens: int) -> Non
 
 
 def decode_settings(args: argparse.Namespace) -> dict:
+    """The decoding flags, checked before any model loads (a bad value is one line, not a traceback)."""
+    from ..sampling import SamplerConfig
+
     if args.max_new_tokens < 1:
-        raise BundleError("--max-new-tokens must be at least 1")
+        raise EdgeMossError("--max-new-tokens must be at least 1")
+    try:
+        SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                      seed=args.seed)
+    except ValueError as exc:
+        raise EdgeMossError(f"sampling settings: {exc}") from None
     return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
             "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
 
