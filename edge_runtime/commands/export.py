@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
                    help="chunked (default; exact streaming, as the authors' server) or full "
                         "(one pass over the clip, as the Hugging Face reference)")
     p.add_argument("--audio-quant", default=None, choices=["fp32", "fp16", "int8"],
-                   help="audio graph precision (default fp32; fp16 with --quant fp16); int8 "
+                   help="audio graph precision (default: fp32 for --quant fp32, else fp16); int8 "
                         "(8-bit MatMulNBits weights) records its measured error in the manifest")
     p.add_argument("--block-size", type=int, default=None,
                    help="quantization block size (default 32 for int4, 128 for int8)")
