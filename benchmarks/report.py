@@ -159,6 +159,19 @@ def verdict(results: dict[str, Any]) -> list[str]:
             f"{'≥' if ours >= peer else '<'} builder graph ({_num(ours)} vs {_num(peer)} tok/s)")
         vs_roof = "—" if frac is None else f"{'≥' if frac >= 0.7 else '<'} 70 % of roofline ({_pct(frac)})"
         lines.append(f"- context {ctx}: {vs_peer}; {vs_roof}")
+    sweep = results.get("thread_sweep")
+    rows = [row for row in (sweep or {}).get("rows", []) if "error" not in row] if _ok(sweep) else []
+    if rows:
+        best = max(rows, key=lambda row: next(iter(row["decode"].values()))["tokens_per_s"]["median"])
+        ctx, d = next(iter(best["decode"].items()))
+        roof = r.get("roofline", {}).get("decode", {}).get(ctx, {})
+        limit = roof.get("limit_tokens_per_s")
+        tps = d["tokens_per_s"]["median"]
+        lines.append(f"- best setting in the thread sweep ({best['threads']} intra-op threads, spinning "
+                     f"{'on' if best['spinning'] else 'off'}): {_num(tps)} tok/s at context {ctx}"
+                     + (f" = {_pct(tps / limit)} of the roofline" if limit else "")
+                     + (f", {_ratio(tps, _med(g, 'decode', ctx, 'tokens_per_s'))} the builder estimate (1 thread)"
+                        if g else ""))
     dq = (r.get("bundle") or {}).get("decoder_quant")
     if dq:
         lines.append(f"- edge-moss int4 decoder as exported: `{json.dumps(dq)[:300]}`")
@@ -176,11 +189,13 @@ def machine_section(results: dict[str, Any]) -> list[str]:
              "(the machine is shared: other jobs may have run at the same time)"]
     if _ok(lim):
         lines += [
-            f"- Memory read bandwidth (numpy sum over {lim['read_bandwidth_1t']['array_gib']} GiB, best of "
-            f"{lim['read_bandwidth_1t']['passes']}): {lim['read_bandwidth_1t']['best_gbps']} GB/s on 1 thread, "
-            f"{lim['read_bandwidth_all']['best_gbps']} GB/s on {lim['read_bandwidth_all']['threads']} threads; "
-            f"copy {lim['copy_bandwidth']['best_gbps']} GB/s (read + write). Roofline uses "
-            f"**{lim['read_bandwidth_gbps']} GB/s**.",
+            f"- Memory read bandwidth (1 GiB float32 arrays, best of 5): numpy sum "
+            f"{lim['read_bandwidth_1t']['best_gbps']} GB/s on 1 thread, "
+            f"{lim['read_bandwidth_all']['best_gbps']} GB/s in {lim['read_bandwidth_all'].get('processes', 1)} "
+            f"processes; ONNX Runtime ReduceMax {lim.get('ort_read_1t', {}).get('best_gbps', '—')} GB/s on 1 thread, "
+            f"{lim.get('ort_read_all', {}).get('best_gbps', '—')} GB/s on {lim.get('ort_read_all', {}).get('threads', '—')}; "
+            f"copy {lim['copy_bandwidth']['best_gbps']} GB/s (read + write). The decode roofline uses the "
+            f"highest: **{lim['read_bandwidth_gbps']} GB/s**.",
             "- float32 matmul (GFLOP/s, best of 5): "
             + ", ".join(f"{'numpy GEMM' if k.startswith('numpy') else 'ONNX Runtime MatMul'} "
                         f"{k.split('_')[-1][:-1]} thread(s) {v['best_gflops']}" for k, v in lim.items()

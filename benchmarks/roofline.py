@@ -43,7 +43,7 @@ def annotate(quant_result: dict[str, Any], limits: dict[str, Any], params: dict[
     dec = quant_result.get("decoder", {})
     weights = quant_result.get("weight_bytes", {}).get("read_per_token", 0)
     bw_all = limits["read_bandwidth_gbps"]
-    bw_1t = limits["read_bandwidth_1t"]["best_gbps"]
+    bw_1t = limits.get("read_bandwidth_1t_gbps", limits["read_bandwidth_1t"]["best_gbps"])
     roof: dict[str, Any] = {"decode": {}, "prefill": {}}
     for ctx, d in dec.get("decode", {}).items():
         b = decode_bytes_per_token(weights, params["hidden"], embedding_kind,
