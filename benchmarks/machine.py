@@ -144,22 +144,29 @@ def read_bandwidth_processes(gib: float = 1.0, passes: int = 5, procs: int = 2) 
             "median_gbps": round(float(np.median(rates)), 2), "passes": len(rates)}
 
 
+def _single_op_session(graph, threads: int):
+    """An ONNX Runtime CPU session of a one-node probe graph, at `threads` intra-op threads."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
 def ort_read_bandwidth(threads: int, gib: float = 1.0, passes: int = 5) -> dict[str, Any]:
     """Read bandwidth as ONNX Runtime's own kernels see it: ReduceMax over a `gib` GiB float32
     input (numpy's float32 sum is partly compute bound on this kind of core)."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     n = int(gib * (1 << 30)) // 4
     graph = helper.make_graph([helper.make_node("ReduceMax", ["x"], ["y"], keepdims=0)], "read",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = _single_op_session(graph, threads)
     x = np.ones(n, dtype=np.float32)
     sess.run(None, {"x": x})
     times = []
@@ -206,7 +213,6 @@ def numpy_gemm_gflops(size: int = 2048, passes: int = 5) -> dict[str, Any]:
 def ort_matmul_gflops(threads: int, m: int = 512, k: int = 2560, n: int = 9728,
                       passes: int = 5) -> dict[str, Any]:
     """ONNX Runtime float32 MatMul rate: activations [m, k] times a constant weight [k, n]."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -215,12 +221,7 @@ def ort_matmul_gflops(threads: int, m: int = 512, k: int = 2560, n: int = 9728,
         [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = _single_op_session(graph, threads)
     x = rng.standard_normal((m, k), dtype=np.float32)
     sess.run(None, {"x": x})
     times = []
