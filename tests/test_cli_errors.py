@@ -114,3 +114,18 @@ def test_bad_decoding_flags(tmp_path, bundle, flags, needle):
     sf.write(wav, test_clip(1.0), 16000)
     code, _, err = run_cli("ask", str(wav), "hi", "--model", str(bundle), *flags)
     assert_one_line_error(code, err, needle)
+
+
+def test_pull_exports_what_it_downloaded(tmp_path, tiny_checkpoint, monkeypatch):
+    # The hub is out of reach here: stand in for the download, keep the rest of the path real.
+    import huggingface_hub
+
+    from edge_runtime.bundle import verify_bundle
+    from edge_runtime.cli import main
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, **kw: str(tiny_checkpoint))
+    out = tmp_path / "pulled"
+    assert main(["pull", "OpenMOSS-Team/MOSS-Audio-4B-Instruct", "-o", str(out),
+                 "--quant", "int8"]) == 0
+    assert verify_bundle(out).quantization["decoder"]["quant"] == "int8"

@@ -39,13 +39,13 @@ def run(args) -> int:
             f"could not download {args.repo_id} ({why}): this machine cannot reach the model hub. "
             "Copy the checkpoint folder here another way and run `edge-moss export DIR -o BUNDLE`"
         ) from None
-    from .export import run as export_run
+    import argparse
 
-    class _Args:  # reuse export's defaults
-        checkpoint, output, quant = local, str(out), args.quant
-        encoder_mode, audio_quant, block_size, symmetric = "chunked", None, None, None
-        accuracy_level, lm_head_bits, embeddings, max_context = None, None, None, 4096
-        method, force = None, False
+    from . import export as export_command
 
+    # Export's own parser supplies every default, so pull never drifts from `edge-moss export`.
+    parser = argparse.ArgumentParser(prog="edge-moss")
+    export_command.add_parser(parser.add_subparsers())
+    export_args = parser.parse_args(["export", local, "-o", str(out), "--quant", args.quant])
     print(f"downloaded {args.repo_id} to {local}; exporting", file=sys.stderr)
-    return export_run(_Args)
+    return export_command.run(export_args)
