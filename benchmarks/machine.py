@@ -144,6 +144,16 @@ def read_bandwidth_processes(gib: float = 1.0, passes: int = 5, procs: int = 2) 
             "median_gbps": round(float(np.median(rates)), 2), "passes": len(rates)}
 
 
+def _timed(step, passes: int) -> list[float]:
+    """Wall seconds of `passes` calls of `step`."""
+    times = []
+    for _ in range(passes):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def _single_op_session(graph, threads: int):
     """An ONNX Runtime CPU session of a one-node probe graph, at `threads` intra-op threads."""
     import onnxruntime as ort
@@ -169,11 +179,7 @@ def ort_read_bandwidth(threads: int, gib: float = 1.0, passes: int = 5) -> dict[
     sess = _single_op_session(graph, threads)
     x = np.ones(n, dtype=np.float32)
     sess.run(None, {"x": x})
-    times = []
-    for _ in range(passes):
-        t = time.perf_counter()
-        sess.run(None, {"x": x})
-        times.append(time.perf_counter() - t)
+    times = _timed(lambda: sess.run(None, {"x": x}), passes)
     rates = [x.nbytes / s / 1e9 for s in times]
     return {"threads": threads, "array_gib": gib, "best_gbps": round(max(rates), 2),
             "median_gbps": round(float(np.median(rates)), 2), "passes": len(rates)}
@@ -184,11 +190,7 @@ def copy_bandwidth(gib: float = 0.5, passes: int = 5) -> dict[str, Any]:
     n = int(gib * (1 << 30)) // 4
     src = np.ones(n, dtype=np.float32)
     dst = np.zeros_like(src)
-    times = []
-    for _ in range(passes):
-        t = time.perf_counter()
-        np.copyto(dst, src)
-        times.append(time.perf_counter() - t)
+    times = _timed(lambda: np.copyto(dst, src), passes)
     rates = [2 * src.nbytes / s / 1e9 for s in times]
     return {"array_gib": gib, "best_gbps": round(max(rates), 2),
             "median_gbps": round(float(np.median(rates)), 2)}
@@ -200,11 +202,7 @@ def numpy_gemm_gflops(size: int = 2048, passes: int = 5) -> dict[str, Any]:
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
     a @ b  # warm-up: BLAS thread pool start
-    times = []
-    for _ in range(passes):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
+    times = _timed(lambda: a @ b, passes)
     rates = [2 * size ** 3 / s / 1e9 for s in times]
     return {"size": size, "best_gflops": round(max(rates), 1),
             "median_gflops": round(float(np.median(rates)), 1)}
@@ -224,11 +222,7 @@ def ort_matmul_gflops(threads: int, m: int = 512, k: int = 2560, n: int = 9728,
     sess = _single_op_session(graph, threads)
     x = rng.standard_normal((m, k), dtype=np.float32)
     sess.run(None, {"x": x})
-    times = []
-    for _ in range(passes):
-        t = time.perf_counter()
-        sess.run(None, {"x": x})
-        times.append(time.perf_counter() - t)
+    times = _timed(lambda: sess.run(None, {"x": x}), passes)
     rates = [2 * m * k * n / s / 1e9 for s in times]
     return {"threads": threads, "shape": [m, k, n], "best_gflops": round(max(rates), 1),
             "median_gflops": round(float(np.median(rates)), 1)}
