@@ -97,7 +97,13 @@ def ensure_int8_audio_graph(fp32_graph: Path, out_dir: Path, log: Path | None = 
 
 
 def _size(paths: list[Path]) -> int:
-    return sum(p.stat().st_size for p in paths if p.is_file())
+    """Bytes of the files, each hard-linked file counted once."""
+    seen: dict[tuple[int, int], int] = {}
+    for p in paths:
+        if p.is_file():
+            st = p.stat()
+            seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())
 
 
 def bundle_sizes(bundle: Path) -> dict[str, int]:

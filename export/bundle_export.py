@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "added_t
 class ExportOptions:
     quant: str = "fp32"
     encoder_mode: str = "chunked"
-    audio_quant: str | None = None  # None: fp32 for fp32 bundles, else fp16; "int8" on request
+    audio_quant: str | None = None  # None: default_audio_quant(); "int4" on request
     block_size: int | None = None
     symmetric: bool | None = None  # None: the measured best per kind (asymmetric int4, symmetric int8)
     accuracy_level: int | None = None
@@ -42,6 +42,7 @@ class ExportOptions:
     max_context: int = 4096
     method: str | None = None  # None: "mse" clip search for int4, round-to-nearest for int8
     target: str = "cpu"  # "cuda": fp16 decoder activations/KV cache (CUDA GQA needs them), fp16 audio graph
+    compact: bool = False  # int4 only: the smallest bundle (see COMPACT)
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -50,14 +51,47 @@ class ExportOptions:
             raise EdgeMossError(f"--quant must be one of {', '.join(QUANT_KINDS)}, not {self.quant!r}")
         if self.encoder_mode not in ("chunked", "full"):
             raise EdgeMossError("--encoder-mode must be 'chunked' or 'full'")
-        if self.audio_quant not in (None, "fp32", "fp16", "int8"):
-            raise EdgeMossError("--audio-quant must be fp32, fp16 or int8")
-        if self.embeddings not in (None, "fp16", "int8", "fp32"):
-            raise EdgeMossError("--embeddings must be fp32, fp16 or int8")
+        if self.audio_quant not in (None, "fp32", "fp16", "int8", "int4"):
+            raise EdgeMossError("--audio-quant must be fp32, fp16, int8 or int4")
+        if self.embeddings not in (None, "fp16", "int8", "int4", "fp32"):
+            raise EdgeMossError("--embeddings must be fp32, fp16, int8 or int4")
         if self.target not in ("cpu", "cuda"):
             raise EdgeMossError(f"--target must be cpu or cuda, not {self.target!r}")
         if self.max_context < 64:
             raise EdgeMossError("--max-context must be at least 64 tokens")
+        if self.compact and self.quant != "int4":
+            raise EdgeMossError("--compact applies to --quant int4 only")
+
+    def resolved(self) -> "ExportOptions":
+        """These options with the --compact defaults filled in where nothing was given."""
+        if not self.compact:
+            return self
+        given = {k: getattr(self, k) for k in COMPACT}
+        return replace(self, **{k: (v if given[k] is None else given[k]) for k, v in COMPACT.items()})
+
+
+# --compact: every large matrix at 4 bits, so that a 4B bundle fits in 3.2 GB (measured 3.1 GB):
+# the audio graph at int4 (0.54 GB instead of 1.62 in fp16), the embedding table at int4 (0.22
+# instead of 0.39), and the backbone in blocks of 128 (1.94 GB instead of 2.33 at 32). lm_head
+# stays at 8 bits. Its quality cost is measured in benchmarks/NOTES.md.
+COMPACT = {"audio_quant": "int4", "embeddings": "int4", "block_size": 128}
+
+
+def default_audio_quant(quant: str, target: str) -> str:
+    """The audio graph's precision when --audio-quant is not given.
+
+    fp32 bundles keep the exact reference form. int4 bundles for the CPU take the 8-bit audio
+    graph: at 4B shape it adds 2.6 % to the int4 decoder's KL against the reference (0.0534
+    against 0.0520; benchmarks/QUANT_QUALITY.md), costs 0.86 GB on disk instead of 1.62 and keeps
+    its weights 8-bit in memory (ONNX Runtime's CPU provider widens an fp16 graph to float32),
+    so a request peaks ~2 GB lower. Others store fp16 (half of fp32 for ~1e-3 relative error);
+    CUDA keeps fp16 as it runs it.
+    """
+    if quant == "fp32" and target != "cuda":
+        return "fp32"
+    if quant == "int4" and target == "cpu":
+        return "int8"
+    return "fp16"
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOptions | None = None,
@@ -68,6 +102,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
 
     options = options or ExportOptions()
     options.validate()
+    options = options.resolved()
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise EdgeMossError(f"{out} exists and is not empty (use --force to replace it)")
@@ -78,15 +113,13 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
     steps: dict[str, float] = {}
     try:
         t = time.perf_counter()
-        # Quantized bundles store the audio graph in fp16: half the disk for ~1e-3 relative error
-        # (measured at 4B shape); fp32 bundles stay the exact reference form.
-        audio_dtype = options.audio_quant or ("fp32" if options.quant == "fp32" and options.target != "cuda"
-                                              else "fp16")
-        audio_int8 = None
-        if audio_dtype == "int8":  # fp32 export, then 8-bit MatMulNBits, error measured vs fp32
-            from quant.audio_quant import export_int8_audio_graph
+        audio_dtype = options.audio_quant or default_audio_quant(options.quant, options.target)
+        audio_nbits = None
+        if audio_dtype in ("int8", "int4"):  # fp32 export, then MatMulNBits, error measured vs fp32
+            from quant.audio_quant import export_quantized_audio_graph
 
-            audio_int8 = export_int8_audio_graph(ckpt, staging / AUDIO_GRAPH, mode=options.encoder_mode)
+            audio_nbits = export_quantized_audio_graph(ckpt, staging / AUDIO_GRAPH, audio_dtype,
+                                                       mode=options.encoder_mode)
         else:
             export_audio_graph(ckpt, staging / AUDIO_GRAPH, dtype=audio_dtype)
         steps["audio_graph_s"] = time.perf_counter() - t
@@ -112,8 +145,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
         files = [p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()]
         manifest = _manifest(ckpt, options, audio_dtype, decoder_info, emb_kind, emb_files,
                              tok_files, steps)
-        if audio_int8:
-            manifest["quantization"]["audio_int8"] = audio_int8
+        if audio_nbits:
+            manifest["quantization"][f"audio_{audio_dtype}"] = audio_nbits
         manifest["files"] = describe_files(staging, files)
         write_manifest(staging, manifest)
         if out.exists():
@@ -159,6 +192,7 @@ def _manifest(ckpt: Checkpoint, options: ExportOptions, audio_dtype: str,
                 "hop_length": int(proc.get("hop", proc.get("hop_length", facts.HOP_LENGTH)))},
         "encoder_mode": options.encoder_mode,
         "target": options.target,
+        "recipe": "compact" if options.compact else "default",
         "max_context": options.max_context,
         "quantization": {"audio": audio_dtype, "decoder": decoder_info},
         "embeddings": {"kind": emb_kind, "files": emb_files},

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.embeddings import FLOAT_FILE, INT8_FILE, SCALES_FILE, files_for
+from edge_runtime.embeddings import (FLOAT_FILE, INT4_BLOCK, INT4_FILE, INT4_SCALES_FILE, INT8_FILE,
+                                     SCALES_FILE, files_for)
+from quant.blockwise import quantize_blockwise
 
 # Rows converted per step: keeps the 151936 x 2560 table's temporaries small.
 _ROWS = 8192
@@ -19,6 +21,16 @@ def quantize_rows_int8(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scales = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.rint(rows / scales[:, None]), -127, 127).astype(np.int8)
     return q, scales
+
+
+def quantize_rows_int4(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int4 in blocks of 32 along each row, scales by per-block clip search:
+    (packed uint8 [n, hidden / 2], float16 scales [n, hidden / 32]); value = (nibble - 8) * scale."""
+    rows = np.asarray(rows, dtype=np.float32)
+    if rows.shape[1] % INT4_BLOCK:
+        raise ValueError(f"int4 embeddings need a hidden size divisible by {INT4_BLOCK}")
+    q = quantize_blockwise(rows, bits=4, block_size=INT4_BLOCK, symmetric=True, method="mse")
+    return q.packed.reshape(rows.shape[0], -1), q.scales.astype(np.float16)
 
 
 def write_embedding_table(weight: np.ndarray, out_dir: str | Path, kind: str = "fp16") -> list[Path]:
@@ -38,6 +50,18 @@ def write_embedding_table(weight: np.ndarray, out_dir: str | Path, kind: str = "
             table[start:start + _ROWS] = np.asarray(weight[start:start + _ROWS], dtype=np.float32)
         table.flush()
         del table
+    elif kind == "int4":
+        table = np.lib.format.open_memmap(out_dir / INT4_FILE, mode="w+", dtype=np.uint8,
+                                          shape=(vocab, hidden // 2))
+        scales = np.lib.format.open_memmap(out_dir / INT4_SCALES_FILE, mode="w+", dtype=np.float16,
+                                           shape=(vocab, hidden // INT4_BLOCK))
+        for start in range(0, vocab, _ROWS):
+            q, s = quantize_rows_int4(weight[start:start + _ROWS])
+            table[start:start + len(q)] = q
+            scales[start:start + len(s)] = s
+        table.flush()
+        scales.flush()
+        del table, scales
     else:
         table = np.lib.format.open_memmap(out_dir / INT8_FILE, mode="w+", dtype=np.int8, shape=(vocab, hidden))
         scales = np.empty((vocab,), dtype=np.float32)

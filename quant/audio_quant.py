@@ -1,13 +1,13 @@
-"""INT8 audio graph: the exported fp32 audio graph with its linear weights as 8-bit MatMulNBits.
+"""Quantized audio graph: the exported fp32 audio graph with its linear weights as MatMulNBits.
 
 Every MatMul (and Gemm, the adapter/mergers) whose weight is a constant initializer becomes a
-block-wise 8-bit MatMulNBits (symmetric, block 128 along K; accuracy level 4 = int8 activations
-on CPU), the same kernel the decoder uses, so it runs on the CPU and CUDA providers alike. The
+block-wise 8-bit or 4-bit MatMulNBits (SETTINGS; accuracy level 4 = int8 activations on CPU),
+the same kernel the decoder uses, so it runs on the CPU and CUDA providers alike. The
 conv stem, LayerNorms and attention products stay fp32. Tensors are read and written one at a
 time (external data in, external data out), so a 4B-shape graph converts in bounded memory.
 
-`audio_graph_error` measures the int8 graph against the fp32 one on generated clips; the export
-records that in the manifest (quantization.audio_int8.error).
+`audio_graph_error` measures the quantized graph against the fp32 one on generated clips; the
+export records that in the manifest (quantization.audio_int8.error or audio_int4.error).
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ from .blockwise import quantize_blockwise
 MS = "com.microsoft"
 DEFAULT_BLOCK = 128
 DEFAULT_ACCURACY_LEVEL = 4
+# What `export --audio-quant int8|int4` uses. int8: symmetric, block 128 (at 4B shape 3.9 %
+# error at accuracy level 4, 3.2 % at level 0; a block of 32 gives 2.6 % for 9 % more bytes). int4: asymmetric, block 32,
+# HQQ zero-point fit (39 % error at 4B shape against 41 % for round-to-nearest and 42 % for the
+# clip search): the smallest graph (0.54 GB at 4B shape against 0.86 for int8), with a
+# large error on random weights (see benchmarks/NOTES.md).
+SETTINGS = {
+    "int8": {"bits": 8, "block_size": 128, "symmetric": True, "method": "rtn"},
+    "int4": {"bits": 4, "block_size": 32, "symmetric": False, "method": "hqq"},
+}
 # Clips (seconds) the error is measured on at export time: under one chunk, and ~10 s.
 ERROR_CLIPS = (2.5, 10.0)
 
@@ -54,7 +63,8 @@ def _quantizable(node: onnx.NodeProto, weights: dict[str, onnx.TensorProto], use
 
 def quantize_audio_graph(src: str | Path, dst: str | Path, bits: int = 8,
                          block_size: int = DEFAULT_BLOCK, symmetric: bool = True,
-                         accuracy_level: int = DEFAULT_ACCURACY_LEVEL) -> dict[str, Any]:
+                         accuracy_level: int = DEFAULT_ACCURACY_LEVEL, method: str = "rtn"
+                         ) -> dict[str, Any]:
     """Write `dst` (+ `dst.data`): the graph `src` with constant-weight MatMul/Gemm as MatMulNBits.
 
     Returns a JSON-ready description (counts, bytes, seconds).
@@ -86,7 +96,7 @@ def quantize_audio_graph(src: str | Path, dst: str | Path, bits: int = 8,
             w = b if node.op_type == "Gemm" and _attr(node, "transB", 0) else b.T
             n, k = w.shape
             q = quantize_blockwise(np.ascontiguousarray(w), bits=bits, block_size=block_size,
-                                   symmetric=symmetric, method="rtn")
+                                   symmetric=symmetric, method=method)
             base = node.name or node.output[0]
             names = [f"{base}.q{bits}", f"{base}.scales", f"{base}.zero_points"]
             new_inits.append(writer.tensor(names[0], q.packed))
@@ -117,7 +127,8 @@ def quantize_audio_graph(src: str | Path, dst: str | Path, bits: int = 8,
         save_graph(model, dst)
         data_bytes = writer.bytes_written
     return {
-        "method": "MatMulNBits", "bits": bits, "block_size": block_size, "symmetric": symmetric,
+        "op": "MatMulNBits", "method": method, "bits": bits, "block_size": block_size,
+        "symmetric": symmetric,
         "accuracy_level": accuracy_level, "quantized": dict(counts),
         "bytes": dst.stat().st_size + data_bytes, "seconds": round(time.perf_counter() - start, 2),
     }
@@ -155,19 +166,21 @@ def audio_graph_error(fp32_graph: str | Path, quant_graph: str | Path, mode: str
     }
 
 
-def export_int8_audio_graph(checkpoint, out_path: str | Path, mode: str = "chunked",
-                            block_size: int = DEFAULT_BLOCK,
-                            accuracy_level: int = DEFAULT_ACCURACY_LEVEL) -> dict[str, Any]:
-    """Export the fp32 audio graph next to `out_path`, quantize it into `out_path`, measure the
-    error against the fp32 graph, delete the fp32 files; returns the description with the error."""
+def export_quantized_audio_graph(checkpoint, out_path: str | Path, kind: str = "int8",
+                                 mode: str = "chunked",
+                                 accuracy_level: int = DEFAULT_ACCURACY_LEVEL) -> dict[str, Any]:
+    """Export the fp32 audio graph next to `out_path`, quantize it (`kind`: int8 or int4, see
+    SETTINGS) into `out_path`, measure the error against the fp32 graph, delete the fp32 files;
+    returns the description with the error."""
     from export.audio_graph import export_audio_graph
 
+    if kind not in SETTINGS:
+        raise ValueError(f"unknown audio graph quantization {kind!r}; choose one of {sorted(SETTINGS)}")
     out_path = Path(out_path)
     fp32 = out_path.with_name(out_path.stem + ".fp32.onnx")
     try:
         export_audio_graph(checkpoint, fp32, dtype="fp32")
-        info = quantize_audio_graph(fp32, out_path, bits=8, block_size=block_size,
-                                    accuracy_level=accuracy_level)
+        info = quantize_audio_graph(fp32, out_path, accuracy_level=accuracy_level, **SETTINGS[kind])
         info["error"] = audio_graph_error(fp32, out_path, mode=mode)
     finally:
         for path in (fp32, fp32.with_name(fp32.name + ".data")):

@@ -233,38 +233,85 @@ def _check_compatible(bundle: BundleModel, reference: ScoredModel) -> None:
                           f"bundle the {bundle.encoder_mode} one: compare like with like")
 
 
-def evaluate(bundle: BundleModel, reference: ScoredModel, clips: int = DEFAULT_CLIPS,
-             answer_tokens: int = DEFAULT_ANSWER_TOKENS,
-             questions: Sequence[str] = QUESTIONS, progress=None) -> EvalResult:
-    """Compare `bundle` with `reference` on `clips` clips x every question (see module docstring)."""
+@dataclass
+class ReferenceCase:
+    """One clip x question: the prompt, the reference's greedy answer and its logits there."""
+
+    clip_seconds: float
+    seed: int
+    question: int
+    prompt: Prompt
+    answer: list[int]
+    logits: np.ndarray  # [len(answer), vocab]
+
+
+@dataclass
+class ReferenceRun:
+    """The reference's side of a comparison, computed once and scored against many bundles
+    (so the reference and a bundle need not be in memory together)."""
+
+    description: dict[str, Any]
+    settings: dict[str, Any]
+    cases: list[ReferenceCase]
+
+
+def _token_count(clip: np.ndarray, encoder_mode: str) -> int:
+    from edge_runtime.encoder_chunks import chunked_token_count
+    from edge_runtime.model_facts import HOP_LENGTH, audio_token_count
+
+    frames = clip.size // HOP_LENGTH
+    return chunked_token_count(frames) if encoder_mode == "chunked" else audio_token_count(frames)
+
+
+def reference_run(reference: ScoredModel, builder, encoder_mode: str, clips: int = DEFAULT_CLIPS,
+                  answer_tokens: int = DEFAULT_ANSWER_TOKENS,
+                  questions: Sequence[str] = QUESTIONS) -> ReferenceRun:
+    """Greedy answers and teacher-forced logits of `reference` on the fixed clips and questions;
+    `builder` is a bundle's PromptBuilder (the prompts use the bundle's tokenizer)."""
     if not 1 <= clips <= len(CLIP_SECONDS):
         raise BundleError(f"--clips must be in 1..{len(CLIP_SECONDS)}")
     if answer_tokens < 1:
         raise BundleError("--tokens must be at least 1")
-    _check_compatible(bundle, reference)
-    builder = bundle.model.prompt_builder()
-    result = EvalResult(bundle=bundle.description, reference=reference.description,
-                        settings={"clips": list(CLIP_SECONDS[:clips]), "questions": list(questions),
-                                  "answer_tokens": answer_tokens,
-                                  "encoder_mode": bundle.encoder_mode})
-    refs, gots = [], []
+    settings = {"clips": list(CLIP_SECONDS[:clips]), "questions": list(questions),
+                "answer_tokens": answer_tokens, "encoder_mode": encoder_mode}
+    cases = []
     for seed, seconds in enumerate(CLIP_SECONDS[:clips]):
         clip = eval_clip(seconds, seed)
-        audio_q, audio_r = bundle.prepare(clip), reference.prepare(clip)
+        audio = reference.prepare(clip)
         for qi, question in enumerate(questions):
-            prompt = builder.build(audio_q.num_tokens, question)
-            answer = reference.greedy(prompt, audio_r, answer_tokens)
-            ref_logits = reference.teacher_forced(prompt, answer, audio_r)
-            got_logits = bundle.teacher_forced(prompt, answer, audio_q)
-            own = bundle.greedy(prompt, audio_q, answer_tokens)
-            m = compare_logits(ref_logits, got_logits)
-            result.cases.append(CaseResult(seconds, qi, len(answer), round(m["top1"], 4),
-                                           float(f"{m['kl']:.4g}"), float(f"{m['rel']:.4g}"),
-                                           first_divergence(answer, own)))
-            refs.append(ref_logits)
-            gots.append(got_logits)
-            if progress:
-                progress(result.cases[-1])
+            prompt = builder.build(_token_count(clip, encoder_mode), question)
+            answer = reference.greedy(prompt, audio, answer_tokens)
+            cases.append(ReferenceCase(seconds, seed, qi, prompt, answer,
+                                       reference.teacher_forced(prompt, answer, audio)))
+    return ReferenceRun(dict(reference.description), settings, cases)
+
+
+def score(bundle: BundleModel, run: ReferenceRun, progress=None) -> EvalResult:
+    """Compare `bundle` with a reference run (see the module docstring for the metrics)."""
+    if run.settings["encoder_mode"] != bundle.encoder_mode:
+        raise BundleError(f"the reference ran the {run.settings['encoder_mode']} encoder, the "
+                          f"bundle the {bundle.encoder_mode} one: compare like with like")
+    result = EvalResult(bundle=bundle.description, reference=run.description,
+                        settings=dict(run.settings))
+    refs, gots = [], []
+    audio_by_clip: dict[tuple[float, int], Any] = {}
+    for case in run.cases:
+        key = (case.clip_seconds, case.seed)
+        if key not in audio_by_clip:
+            audio_by_clip.clear()  # cases come clip by clip: keep one clip's encoding
+            audio_by_clip[key] = bundle.prepare(eval_clip(case.clip_seconds, case.seed))
+        audio = audio_by_clip[key]
+        got_logits = bundle.teacher_forced(case.prompt, case.answer, audio)
+        own = bundle.greedy(case.prompt, audio, len(case.answer))
+        m = compare_logits(case.logits, got_logits)
+        result.cases.append(CaseResult(case.clip_seconds, case.question, len(case.answer),
+                                       round(m["top1"], 4), float(f"{m['kl']:.4g}"),
+                                       float(f"{m['rel']:.4g}"),
+                                       first_divergence(case.answer, own)))
+        refs.append(case.logits)
+        gots.append(got_logits)
+        if progress:
+            progress(result.cases[-1])
     overall = compare_logits(np.concatenate(refs), np.concatenate(gots))
     diverged = [c.diverge for c in result.cases if c.diverge is not None]
     result.summary = {
@@ -278,6 +325,16 @@ def evaluate(bundle: BundleModel, reference: ScoredModel, clips: int = DEFAULT_C
         "first_divergence_median": float(np.median(diverged)) if diverged else None,
     }
     return result
+
+
+def evaluate(bundle: BundleModel, reference: ScoredModel, clips: int = DEFAULT_CLIPS,
+             answer_tokens: int = DEFAULT_ANSWER_TOKENS,
+             questions: Sequence[str] = QUESTIONS, progress=None) -> EvalResult:
+    """Compare `bundle` with `reference` on `clips` clips x every question (see module docstring)."""
+    _check_compatible(bundle, reference)
+    run = reference_run(reference, bundle.model.prompt_builder(), bundle.encoder_mode,
+                        clips=clips, answer_tokens=answer_tokens, questions=questions)
+    return score(bundle, run, progress=progress)
 
 
 def record_in_manifest(bundle_path: str | Path, result: EvalResult) -> Path:
@@ -323,6 +380,7 @@ def to_json(result: EvalResult) -> str:
     return json.dumps(result.to_dict(), indent=2, allow_nan=False)
 
 
-__all__ = ["BundleModel", "CheckpointModel", "CaseResult", "EvalResult", "compare_logits",
-           "eval_clip", "evaluate", "first_divergence", "format_table", "open_reference",
-           "record_in_manifest", "to_json"]
+__all__ = ["BundleModel", "CheckpointModel", "CaseResult", "EvalResult", "ReferenceCase",
+           "ReferenceRun", "compare_logits", "eval_clip", "evaluate", "first_divergence",
+           "format_table", "open_reference", "record_in_manifest", "reference_run", "score",
+           "to_json"]

@@ -181,7 +181,7 @@ def test_graph_metadata_and_rope(tiny):
     np.testing.assert_allclose(sin, np.sin(np.arange(8)[:, None] * inv), atol=1e-6)
 
 
-@pytest.mark.parametrize("kind, tol", [("fp32", 0.0), ("fp16", 2e-3), ("int8", 1e-2)])
+@pytest.mark.parametrize("kind, tol", [("fp32", 0.0), ("fp16", 2e-3), ("int8", 1e-2), ("int4", 0.12)])
 def test_embedding_table_roundtrip(tiny, tmp_path, kind, tol):
     ckpt, _, _ = tiny
     weight = ckpt.numpy("language_model.embed_tokens.weight")
@@ -194,6 +194,28 @@ def test_embedding_table_roundtrip(tiny, tmp_path, kind, tol):
     assert rel_err(got, weight[ids]) <= tol
     with pytest.raises(ValueError):
         table.lookup([weight.shape[0]])
+
+
+def test_int4_embedding_layout_and_size(tiny, tmp_path):
+    """int4 rows decode as (nibble - 8) * block scale, low nibble first, and take half of int8."""
+    from edge_runtime.embeddings import INT4_FILE, INT4_SCALES_FILE, INT8_FILE
+
+    ckpt, _, _ = tiny
+    weight = ckpt.numpy("language_model.embed_tokens.weight")
+    write_embedding_table(weight, tmp_path / "q4", "int4")
+    write_embedding_table(weight, tmp_path / "q8", "int8")
+    packed = np.load(tmp_path / "q4" / INT4_FILE)
+    scales = np.load(tmp_path / "q4" / INT4_SCALES_FILE)
+    assert packed.dtype == np.uint8 and scales.dtype == np.float16
+    row = 151644
+    nibbles = np.stack([packed[row] & 15, packed[row] >> 4], axis=1).reshape(-1).astype(np.float32)
+    want = (nibbles - 8).reshape(-1, 32) * scales[row].astype(np.float32)[:, None]
+    np.testing.assert_array_equal(EmbeddingTable.load(tmp_path / "q4").lookup([row])[0], want.reshape(-1))
+    # Every block uses the full signed range [-8, 7] at most: a symmetric scale per block.
+    assert np.abs(want.reshape(-1, 32)).max(axis=1).max() <= 8 * scales[row].astype(np.float32).max()
+    size4 = packed.nbytes + scales.nbytes
+    size8 = np.load(tmp_path / "q8" / INT8_FILE, mmap_mode="r").nbytes
+    assert 0.5 * size8 < size4 < 0.6 * size8
 
 
 def test_small_fp32_matches_torch(small_checkpoint, tmp_path):

@@ -96,6 +96,20 @@ def test_quantized_bundles_vs_checkpoint_and_fp32_bundle(bundles, reference):
     assert int4["top1"] <= int8["top1"]
 
 
+def test_reference_run_scores_like_evaluate(bundles, reference):
+    """One reference run scored against a bundle gives evaluate()'s numbers, and can be reused."""
+    from quant.eval import reference_run, score
+
+    model = BundleModel(bundles["int4"], threads=1)
+    run = reference_run(reference, model.model.prompt_builder(), model.encoder_mode, clips=1,
+                        answer_tokens=8)
+    assert len(run.cases) == 3 and all(len(c.answer) == 8 for c in run.cases)
+    assert all(c.logits.shape[0] == 8 for c in run.cases)
+    direct = evaluate(model, reference, clips=1, answer_tokens=8).summary
+    assert score(model, run).summary == direct
+    assert score(BundleModel(bundles["int8"], threads=1), run).summary["cases"] == 3
+
+
 def test_cli_json_records_in_manifest_and_bundle_still_verifies(bundles, capsys, tmp_path):
     import shutil
 

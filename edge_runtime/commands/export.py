@@ -19,9 +19,10 @@ def add_parser(sub) -> None:
     p.add_argument("--encoder-mode", default="chunked", choices=["chunked", "full"],
                    help="chunked (default; exact streaming, as the authors' server) or full "
                         "(one pass over the clip, as the Hugging Face reference)")
-    p.add_argument("--audio-quant", default=None, choices=["fp32", "fp16", "int8"],
-                   help="audio graph precision (default: fp32 for --quant fp32, else fp16); int8 "
-                        "(8-bit MatMulNBits weights) records its measured error in the manifest")
+    p.add_argument("--audio-quant", default=None, choices=["fp32", "fp16", "int8", "int4"],
+                   help="audio graph precision (default: int8 for --quant int4, fp32 for fp32, else "
+                        "fp16; --target cuda: fp16); int8 and int4 (MatMulNBits weights) record "
+                        "their measured error in the manifest")
     p.add_argument("--block-size", type=int, default=None,
                    help="quantization block size (default 32 for int4, 128 for int8)")
     sym = p.add_mutually_exclusive_group()
@@ -36,12 +37,17 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default=None, choices=["rtn", "mse", "hqq"],
                    help="int4/int8 scale search: rtn (round to nearest), mse (per-block clip "
                         "search; default for int4) or hqq (half-quadratic zero-point fit)")
-    p.add_argument("--embeddings", default=None, choices=["fp32", "fp16", "int8"],
-                   help="embedding table rows (default: int8 for int8/int4, else the --quant type)")
+    p.add_argument("--embeddings", default=None, choices=["fp32", "fp16", "int8", "int4"],
+                   help="embedding table rows (default: int8 for int8/int4, else the --quant type); "
+                        "int4: blocks of 32 with fp16 scales, half the size of int8")
     p.add_argument("--max-context", type=int, default=4096, help="default KV-cache length")
     p.add_argument("--target", default="cpu", choices=["cpu", "cuda"],
                    help="cuda: fp16 decoder activations and KV cache (needed by ONNX Runtime's CUDA "
                         "attention) and an fp16 audio graph; cpu (default): float32")
+    p.add_argument("--compact", action="store_true",
+                   help="with --quant int4: the smallest bundle (about 3.1 GB at 4B shape): int4 "
+                        "audio graph and embeddings, blocks of 128; options given explicitly win. "
+                        "Costs accuracy: see the README's quantization table")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.set_defaults(func=run)
 
@@ -57,7 +63,7 @@ def run(args) -> int:
                             symmetric=args.symmetric, accuracy_level=args.accuracy_level,
                             lm_head_bits=args.lm_head_bits, embeddings=args.embeddings,
                             max_context=args.max_context, method=args.method, target=args.target,
-                            progress=sys.stderr.isatty())
+                            compact=args.compact, progress=sys.stderr.isatty())
     start = time.perf_counter()
     out = export_bundle(args.checkpoint, args.output, options, force=args.force)
     print(f"bundle written to {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)

@@ -1,0 +1,195 @@
+"""Quality of several bundles against one reference, at any shape (4B included), in bounded memory.
+
+    python -m benchmarks.quant_quality --reference REF_BUNDLE_OR_CHECKPOINT \
+        int4=path/to/bundle-int4 compact=path/to/bundle-compact \
+        --swap-audio int4+int8audio=path/to/bundle-int4:path/to/audio-int8/audio.onnx \
+        [--clips 2] [--tokens 32] [--out benchmarks/quant_quality.json]
+
+The reference's answers and logits are computed once (quant.eval.reference_run) and the
+reference is freed before any bundle is loaded, so a 4B reference and a 4B bundle never share
+the machine's memory. `--swap-audio NAME=BUNDLE:GRAPH` scores BUNDLE with another audio graph
+(hard links in a scratch folder, manifest rewritten): it isolates what the audio graph's
+quantization does to the answers, with the decoder held fixed.
+
+Random weights: the numbers rank recipes; they exaggerate what trained weights lose (top-2 logit
+gaps are tiny, and a random 32-layer encoder amplifies weight noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bundles import bundle_sizes
+from benchmarks.memory import peak_mb, reset_peak
+from edge_runtime.bundle import AUDIO_GRAPH, describe_files, read_manifest, write_manifest
+
+
+def swap_audio(base: Path, graph: Path, out: Path, label: str | None = None) -> Path:
+    """A copy of bundle `base` (hard links) whose audio graph is `graph` (+ its .data file)."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for src in base.rglob("*"):
+        rel = src.relative_to(base)
+        if src.is_dir() or rel.name.startswith(AUDIO_GRAPH) or rel.name == "manifest.json":
+            continue
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.link(src, out / rel)
+    os.link(graph, out / AUDIO_GRAPH)
+    data = graph.with_name(graph.name + ".data")
+    if data.is_file():
+        os.link(data, out / (AUDIO_GRAPH + ".data"))
+        # The graph names its external data file; keep that name valid in the copy.
+        if data.name != AUDIO_GRAPH + ".data":
+            os.link(data, out / data.name)
+    manifest = read_manifest(base)
+    manifest.pop("eval_quant", None)
+    manifest["quantization"]["audio"] = label or f"swapped: {graph}"
+    names = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
+    manifest["files"] = describe_files(out, names)
+    write_manifest(out, manifest)
+    return out
+
+
+def describe(bundle: Path) -> dict[str, Any]:
+    m = read_manifest(bundle)
+    dec = m["quantization"]["decoder"]
+    return {"decoder": dec.get("quant"), "block_size": dec.get("block_size"),
+            "lm_head": dec.get("lm_head_quant"), "audio": m["quantization"].get("audio"),
+            "embeddings": m["embeddings"]["kind"], "bytes": bundle_sizes(bundle)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("bundles", nargs="*", help="NAME=BUNDLE pairs to score")
+    p.add_argument("--reference", required=True, help="reference bundle or checkpoint")
+    p.add_argument("--swap-audio", action="append", default=[],
+                   help="NAME=BUNDLE:AUDIO_GRAPH[:LABEL]: BUNDLE with another audio graph "
+                        "(LABEL names its precision in the table)")
+    p.add_argument("--work", default="benchmarks/cache/quality", help="scratch folder for swaps")
+    p.add_argument("--clips", type=int, default=2)
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="benchmarks/quant_quality.json")
+    p.add_argument("--markdown", default=None,
+                   help="also write the table with its machine and command to this .md file")
+    p.add_argument("--report-only", action="store_true",
+                   help="only turn an existing --out JSON into --markdown")
+    args = p.parse_args(argv)
+    if args.report_only:
+        if not args.markdown:
+            p.error("--report-only needs --markdown")
+        write_markdown(json.loads(Path(args.out).read_text(encoding="utf-8")), Path(args.markdown))
+        return 0
+
+    from quant.eval import BundleModel, open_reference, reference_run, score
+
+    candidates: list[tuple[str, Path]] = []
+    for item in args.bundles:
+        name, _, path = item.partition("=")
+        candidates.append((name, Path(path)))
+    for item in args.swap_audio:
+        name, _, rest = item.partition("=")
+        base, _, graph = rest.partition(":")
+        graph, _, label = graph.partition(":")
+        candidates.append((name, swap_audio(Path(base), Path(graph), Path(args.work) / name,
+                                            label or None)))
+    if not candidates:
+        p.error("nothing to score")
+
+    # Prompts come from the first bundle's tokenizer; all candidates share the checkpoint's.
+    first = BundleModel(candidates[0][1], threads=args.threads, max_context=1024)
+    builder, mode = first.model.prompt_builder(), first.encoder_mode
+    del first
+    gc.collect()
+
+    t = time.perf_counter()
+    reset_peak()
+    reference = open_reference(args.reference, mode, threads=args.threads)
+    run = reference_run(reference, builder, mode, clips=args.clips, answer_tokens=args.tokens)
+    ref_info = {"path": str(args.reference), "description": run.description,
+                "seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": peak_mb()}
+    del reference
+    gc.collect()
+    print(f"reference done in {ref_info['seconds']} s, peak {ref_info['peak_rss_mb']:.0f} MiB",
+          file=sys.stderr, flush=True)
+
+    rows = []
+    for name, path in candidates:
+        t = time.perf_counter()
+        reset_peak()
+        model = BundleModel(path, threads=args.threads, max_context=1024)
+        result = score(model, run)
+        row = {"name": name, "path": str(path), **describe(path), **result.summary,
+               "seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": peak_mb()}
+        rows.append(row)
+        del model
+        gc.collect()
+        print(json.dumps({k: row[k] for k in ("name", "top1", "kl", "rel", "peak_rss_mb")}),
+              file=sys.stderr, flush=True)
+
+    from benchmarks.machine import describe_machine
+
+    out = {"reference": ref_info, "settings": run.settings, "rows": rows,
+           "machine": describe_machine(), "command": "python -m benchmarks.quant_quality " +
+           " ".join(argv if argv is not None else sys.argv[1:]),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    if args.markdown:
+        write_markdown(out, Path(args.markdown))
+    print(format_rows(rows))
+    return 0
+
+
+def write_markdown(out: dict[str, Any], path: Path) -> Path:
+    """The table with what it needs to be read: weights, reference, machine, command."""
+    m = out.get("machine", {})
+    s = out["settings"]
+    text = "\n".join([
+        "# Quantization quality at full shape",
+        "",
+        "> **The weights are random.** These figures rank quantization recipes against each other;",
+        "> they exaggerate what trained weights lose (random logits have tiny top-2 gaps, and a random",
+        "> 32-layer audio encoder amplifies weight noise). The generated text is noise.",
+        "",
+        f"Reference: `{out['reference']['path']}` ({out['reference']['description'].get('decoder')} "
+        f"decoder, {out['reference']['description'].get('audio')} audio graph). "
+        f"{len(s['clips'])} generated clips ({', '.join(f'{c:g} s' for c in s['clips'])}) x "
+        f"{len(s['questions'])} questions, {s['answer_tokens']} teacher-forced answer tokens each, "
+        f"{s['encoder_mode']} encoder. Peak RSS is the scoring process (bundle loaded, prompts of "
+        "up to ~200 tokens, a 1024-token cache).",
+        "",
+        f"Machine: {m.get('cpu', '?')}, {m.get('logical_cpus', '?')} logical CPUs, "
+        f"{m.get('memory_gb', '?')} GB, ONNX Runtime {m.get('onnxruntime', '?')}; {out.get('date', '')}.",
+        "",
+        f"Command: `{out.get('command', 'python -m benchmarks.quant_quality ...')}`",
+        "",
+        format_rows(out["rows"]),
+        "",
+    ])
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table: size on disk, scoring peak RSS and quality, one row per bundle."""
+    lines = ["| bundle | decoder (block) | lm_head | audio | embeddings | GB on disk | peak RSS GB "
+             "| top-1 | KL | rel. logit err | greedy diverged |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['decoder']} ({r['block_size']}) | {r['lm_head']} | {r['audio']} | "
+            f"{r['embeddings']} | {r['bytes']['total'] / 1e9:.2f} | {r['peak_rss_mb'] * 1.048576e-3:.2f} "
+            f"| {r['top1']:.3f} | {r['kl']:.3g} | {r['rel']:.3g} | {r['diverged_cases']}/{r['cases']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
