@@ -7,7 +7,7 @@
 
 The reference's answers and logits are computed once (quant.eval.reference_run) and the
 reference is freed before any bundle is loaded, so a 4B reference and a 4B bundle never share
-the machine's memory. `--swap-audio NAME=BUNDLE:GRAPH` scores BUNDLE with another audio graph
+the machine's memory; each bundle is scored in a fresh process, so its peak RSS is its own. `--swap-audio NAME=BUNDLE:GRAPH` scores BUNDLE with another audio graph
 (hard links in a scratch folder, manifest rewritten): it isolates what the audio graph's
 quantization does to the answers, with the decoder held fixed.
 
@@ -21,8 +21,11 @@ import argparse
 import gc
 import json
 import os
+import pickle
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -82,14 +85,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write the table with its machine and command to this .md file")
     p.add_argument("--report-only", action="store_true",
                    help="only turn an existing --out JSON into --markdown")
+    p.add_argument("--score-one", nargs=2, metavar=("NAME", "BUNDLE"), help=argparse.SUPPRESS)
+    p.add_argument("--run-file", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.score_one:
+        print(json.dumps(score_one(args.score_one[0], Path(args.score_one[1]),
+                                   Path(args.run_file), args.threads)))
+        return 0
     if args.report_only:
         if not args.markdown:
             p.error("--report-only needs --markdown")
         write_markdown(json.loads(Path(args.out).read_text(encoding="utf-8")), Path(args.markdown))
         return 0
 
-    from quant.eval import BundleModel, open_reference, reference_run, score
+    from quant.eval import BundleModel, open_reference, reference_run
 
     candidates: list[tuple[str, Path]] = []
     for item in args.bundles:
@@ -121,19 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reference done in {ref_info['seconds']} s, peak {ref_info['peak_rss_mb']:.0f} MiB",
           file=sys.stderr, flush=True)
 
-    rows = []
-    for name, path in candidates:
-        t = time.perf_counter()
-        reset_peak()
-        model = BundleModel(path, threads=args.threads, max_context=1024)
-        result = score(model, run)
-        row = {"name": name, "path": str(path), **describe(path), **result.summary,
-               "seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": peak_mb()}
-        rows.append(row)
-        del model
-        gc.collect()
-        print(json.dumps({k: row[k] for k in ("name", "top1", "kl", "rel", "peak_rss_mb")}),
-              file=sys.stderr, flush=True)
+    # Each bundle is scored in a fresh process, so its peak RSS is its own (memory a freed model
+    # leaves in this process's allocator would otherwise count against the next one).
+    with tempfile.TemporaryDirectory() as tmp:
+        run_file = Path(tmp) / "reference.pkl"
+        with open(run_file, "wb") as fh:
+            pickle.dump(run, fh)
+        rows = [_score_in_subprocess(name, path, run_file, args.threads)
+                for name, path in candidates]
 
     from benchmarks.machine import describe_machine
 
@@ -163,8 +167,9 @@ def write_markdown(out: dict[str, Any], path: Path) -> Path:
         f"decoder, {out['reference']['description'].get('audio')} audio graph). "
         f"{len(s['clips'])} generated clips ({', '.join(f'{c:g} s' for c in s['clips'])}) x "
         f"{len(s['questions'])} questions, {s['answer_tokens']} teacher-forced answer tokens each, "
-        f"{s['encoder_mode']} encoder. Peak RSS is the scoring process (bundle loaded, prompts of "
-        "up to ~200 tokens, a 1024-token cache).",
+        f"{s['encoder_mode']} encoder. Peak RSS is each bundle's own scoring process (bundle "
+        "loaded, prompts of up to ~200 tokens, a 1024-token cache, and the reference logits: "
+        "~0.1 GB at 4B).",
         "",
         f"Machine: {m.get('cpu', '?')}, {m.get('logical_cpus', '?')} logical CPUs, "
         f"{m.get('memory_gb', '?')} GB, ONNX Runtime {m.get('onnxruntime', '?')}; {out.get('date', '')}.",
@@ -176,6 +181,31 @@ def write_markdown(out: dict[str, Any], path: Path) -> Path:
     ])
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _score_in_subprocess(name: str, path: Path, run_file: Path, threads: int) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.quant_quality", "--score-one", name,
+                           str(path), "--run-file", str(run_file), "--threads", str(threads),
+                           "--reference", "-"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scoring {name} failed:\n{proc.stderr[-2000:]}")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps({k: row[k] for k in ("name", "top1", "kl", "rel", "peak_rss_mb")}),
+          file=sys.stderr, flush=True)
+    return row
+
+
+def score_one(name: str, path: Path, run_file: Path, threads: int) -> dict[str, Any]:
+    """Score one bundle against a pickled reference run (this process's peak RSS is the bundle's)."""
+    from quant.eval import BundleModel, score
+
+    with open(run_file, "rb") as fh:
+        run = pickle.load(fh)  # written by this module's own parent process
+    t = time.perf_counter()
+    model = BundleModel(path, threads=threads, max_context=1024)
+    result = score(model, run)
+    return {"name": name, "path": str(path), **describe(path), **result.summary,
+            "seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": peak_mb()}
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
