@@ -9,7 +9,6 @@ bundle, so a reused bundle still reports how long and how much memory its export
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path

@@ -1,15 +1,16 @@
 """Quality of several bundles against one reference, at any shape (4B included), in bounded memory.
 
-    python -m benchmarks.quant_quality --reference REF_BUNDLE_OR_CHECKPOINT \
-        int4=path/to/bundle-int4 compact=path/to/bundle-compact \
+    python -m benchmarks.quant_quality int4=path/to/bundle-int4 compact=path/to/bundle-compact \
+        --reference REF_BUNDLE_OR_CHECKPOINT \
         --swap-audio int4+int8audio=path/to/bundle-int4:path/to/audio-int8/audio.onnx \
         [--clips 2] [--tokens 32] [--out benchmarks/quant_quality.json]
 
 The reference's answers and logits are computed once (quant.eval.reference_run) and the
 reference is freed before any bundle is loaded, so a 4B reference and a 4B bundle never share
-the machine's memory; each bundle is scored in a fresh process, so its peak RSS is its own. `--swap-audio NAME=BUNDLE:GRAPH` scores BUNDLE with another audio graph
-(hard links in a scratch folder, manifest rewritten): it isolates what the audio graph's
-quantization does to the answers, with the decoder held fixed.
+the machine's memory; each bundle is scored in a fresh process, so its peak RSS is its own.
+`--swap-audio NAME=BUNDLE:GRAPH` scores BUNDLE with another audio graph (hard links in a scratch
+folder, manifest rewritten): it isolates what the audio graph's quantization does to the
+answers, with the decoder held fixed. Give the NAME=BUNDLE pairs together, before the options.
 
 Random weights: the numbers rank recipes; they exaggerate what trained weights lose (top-2 logit
 gaps are tiny, and a random 32-layer encoder amplifies weight noise).

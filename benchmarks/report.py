@@ -15,6 +15,13 @@ def _ok(d: Any) -> bool:
     return isinstance(d, dict) and "error" not in d
 
 
+def _measured(results: dict[str, Any], key: str):
+    """(quant, section) for each bundle whose `key` section was measured without error."""
+    for q, r in results["quants"].items():
+        if _ok(r.get(key)):
+            yield q, r[key]
+
+
 def _med(d: Any, *keys: str) -> float | None:
     for k in keys:
         if not isinstance(d, dict):
@@ -113,10 +120,7 @@ def ratios(results: dict[str, Any]) -> list[str]:
     peers = results.get("peers", {})
     lines = []
     rows = []
-    for q, r in results["quants"].items():
-        dec = r.get("decoder")
-        if not _ok(dec):
-            continue
+    for q, dec in _measured(results, "decoder"):
         for ctx in _ctxs(results):
             ours = _med(dec, "decode", ctx, "tokens_per_s")
             g = _med(_genai(results)[0], "decode", ctx, "tokens_per_s") if _genai(results)[0] else None
@@ -208,11 +212,8 @@ def machine_section(results: dict[str, Any]) -> list[str]:
 
 def decode_details(results: dict[str, Any]) -> list[str]:
     rows = []
-    for q, r in results["quants"].items():
-        dec = r.get("decoder")
-        if not _ok(dec):
-            continue
-        roof = r.get("roofline", {}).get("decode", {})
+    for q, dec in _measured(results, "decoder"):
+        roof = results["quants"][q].get("roofline", {}).get("decode", {})
         for ctx, d in dec["decode"].items():
             rf = roof.get(ctx, {})
             b = rf.get("bytes_per_token", {})
@@ -228,11 +229,8 @@ def decode_details(results: dict[str, Any]) -> list[str]:
               f"ids; each repeat rolls back to it and times single steps after a warm-up step "
               f"({results.get('plan', {}).get('decode_steps')} steps a repeat, the repeat's median step)."]
     prow = []
-    for q, r in results["quants"].items():
-        dec = r.get("decoder")
-        if not _ok(dec):
-            continue
-        roof = r.get("roofline", {}).get("prefill", {})
+    for q, dec in _measured(results, "decoder"):
+        roof = results["quants"][q].get("roofline", {}).get("prefill", {})
         for n, p in sorted(dec["prefill"].items(), key=lambda kv: int(kv[0])):
             rf = roof.get(n, {})
             prow.append([q, n, fmt(p["tokens_per_s"]), fmt(p["seconds"], " s"),
@@ -266,10 +264,7 @@ def audio_details(results: dict[str, Any]) -> list[str]:
 
 def e2e_details(results: dict[str, Any]) -> list[str]:
     rows = []
-    for q, r in results["quants"].items():
-        e = r.get("e2e")
-        if not _ok(e):
-            continue
+    for q, e in _measured(results, "e2e"):
         rows.append([q, f"{e['load_s']} s", fmt(e["wall_s"], " s"), fmt(e["rtf"], "", 3), fmt(e["ttft_s"], " s"),
                      fmt(e["encode_s"], " s"), fmt(e["prefill_s"], " s"), fmt(e["decode_s"], " s"),
                      fmt(e["decode_tokens_per_s"]), f"{e['prompt_tokens']} ({e['audio_tokens']} audio)"])
@@ -279,10 +274,8 @@ def e2e_details(results: dict[str, Any]) -> list[str]:
               "clip, repeated in one process (the first request also prefills the shared system prefix). "
               "TTFT = request wall time minus the decode loop."]
     lrows = []
-    for q, r in results["quants"].items():
-        lv = r.get("live")
-        if _ok(lv):
-            lrows.append([q, fmt(lv["latency_s"], " s"), fmt(lv["tail_encode_s"], " s"),
+    for q, lv in _measured(results, "live"):
+        lrows.append([q, fmt(lv["latency_s"], " s"), fmt(lv["tail_encode_s"], " s"),
                           fmt(lv["tail_prefill_s"], " s"), fmt(lv["decode_s"], " s"), str(lv["new_tokens"])])
     if lrows:
         lines += ["", "Live end-of-speech → final text (10 s utterance; its two full 4 s chunks already in "

@@ -29,10 +29,10 @@ MS = "com.microsoft"
 DEFAULT_BLOCK = 128
 DEFAULT_ACCURACY_LEVEL = 4
 # What `export --audio-quant int8|int4` uses. int8: symmetric, block 128 (at 4B shape 3.9 %
-# error at accuracy level 4, 3.2 % at level 0; a block of 32 gives 2.6 % for 9 % more bytes). int4: asymmetric, block 32,
-# HQQ zero-point fit (39 % error at 4B shape against 41 % for round-to-nearest and 42 % for the
-# clip search): the smallest graph (0.54 GB at 4B shape against 0.86 for int8), with a
-# large error on random weights (see benchmarks/NOTES.md).
+# error at accuracy level 4, 3.2 % at level 0; a block of 32 gives 2.6 % for 9 % more bytes).
+# int4: asymmetric, block 32, HQQ zero-point fit (39 % error at 4B shape against 41 % for
+# round-to-nearest and 42 % for the clip search): the smallest graph (0.54 GB at 4B shape
+# against 0.86 for int8), with a large error on random weights (see benchmarks/NOTES.md).
 SETTINGS = {
     "int8": {"bits": 8, "block_size": 128, "symmetric": True, "method": "rtn"},
     "int4": {"bits": 4, "block_size": 32, "symmetric": False, "method": "hqq"},
@@ -128,8 +128,7 @@ def quantize_audio_graph(src: str | Path, dst: str | Path, bits: int = 8,
         data_bytes = writer.bytes_written
     return {
         "op": "MatMulNBits", "method": method, "bits": bits, "block_size": block_size,
-        "symmetric": symmetric,
-        "accuracy_level": accuracy_level, "quantized": dict(counts),
+        "symmetric": symmetric, "accuracy_level": accuracy_level, "quantized": dict(counts),
         "bytes": dst.stat().st_size + data_bytes, "seconds": round(time.perf_counter() - start, 2),
     }
 
