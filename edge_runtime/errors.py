@@ -27,3 +27,7 @@ class DeviceError(EdgeMossError):
 
 class MissingExtraError(EdgeMossError):
     """A build-side command run without the optional dependencies it needs."""
+
+
+class InputError(EdgeMossError):
+    """Command-line inputs that name no audio: a missing path, an empty folder or glob, a bad list."""

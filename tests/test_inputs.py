@@ -1,0 +1,66 @@
+"""INPUTS expansion: files, folders, globs, @lists and '-', each file once, clear errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from edge_runtime.errors import InputError
+from edge_runtime.inputs import STDIN, expand_inputs
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "deep").mkdir()
+    for rel in ("a/x.wav", "a/deep/y.FLAC", "a/notes.txt", "b.mp3"):
+        (tmp_path / rel).write_bytes(b"x")
+    return tmp_path
+
+
+def test_folder_is_recursive_sorted_and_keeps_audio_only(tree):
+    got = expand_inputs([str(tree / "a")])
+    # a folder's own files first, then its sub-folders, each level sorted by name
+    assert got == [str(tree / "a" / "x.wav"), str(tree / "a" / "deep" / "y.FLAC")]
+
+
+def test_glob_list_file_and_dedup(tree):
+    listing = tree / "list.txt"
+    listing.write_text("# comment\n\nb.mp3\na/x.wav\n")
+    got = expand_inputs([str(tree / "*.mp3"), f"@{listing}", str(tree / "a" / "x.wav")])
+    assert got == [str(tree / "b.mp3"), str(tree / "a" / "x.wav")]
+
+
+def test_plain_file_is_taken_whatever_its_extension(tree):
+    assert expand_inputs([str(tree / "a" / "notes.txt")]) == [str(tree / "a" / "notes.txt")]
+
+
+def test_stdin(tree):
+    assert expand_inputs(["-", "-"]) == [STDIN]
+    with pytest.raises(InputError, match="standard input"):
+        expand_inputs(["-"], allow_stdin=False)
+
+
+@pytest.mark.parametrize("spec, words", [("missing.wav", "no such file"),
+                                         ("*.nothing", "matches no audio"),
+                                         ("@missing.txt", "input list")])
+def test_errors_are_one_line(tree, monkeypatch, spec, words):
+    monkeypatch.chdir(tree)
+    with pytest.raises(InputError, match=words) as info:
+        expand_inputs([spec])
+    assert "\n" not in str(info.value)
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no audio files"):
+        expand_inputs([str(tmp_path / "empty")])
+
+
+def test_non_utf8_name_is_listed(tmp_path):
+    raw = os.fsencode(str(tmp_path)) + b"/caf\xe9.wav"
+    with open(raw, "wb") as fh:
+        fh.write(b"x")
+    got = expand_inputs([str(tmp_path)])
+    assert len(got) == 1 and os.path.exists(got[0])
