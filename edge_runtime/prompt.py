@@ -19,6 +19,8 @@ from edge_runtime.model_facts import (
     AUDIO_TOKEN_ID,
     DEFAULT_SYSTEM_PROMPT,
     DIGIT_TOKEN_IDS,
+    IM_END_ID,
+    IM_START_ID,
     MARKER_EVERY_SECONDS,
     MARKER_EVERY_TOKENS,
 )
@@ -104,35 +106,37 @@ class Prompt:
 class PromptBuilder:
     """The MOSS-Audio single-turn prompt:
 
-    <|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n<|audio_bos|> span <|audio_eos|>
-    \\n{question}<|im_end|>\\n<|im_start|>assistant\\n
+    <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n<|audio_bos|> span <|audio_eos|>
+    \n{question}<|im_end|>\n<|im_start|>assistant\n
 
-    The text either side of the span is tokenized as one string each, with special-token strings
-    recognised and nothing added, as the upstream processor does.
+    The control tokens are placed here, by id; every text part between them (the system prompt
+    and the question included) is tokenized as plain text, so a "<|im_end|>" typed by a user stays
+    six ordinary pieces. For ordinary text this equals the upstream processor's ids (it encodes
+    the template with special-token strings recognised, and nothing added).
     """
 
     def __init__(self, tokenizer, system: str = DEFAULT_SYSTEM_PROMPT,
                  time_markers: bool = True) -> None:
+        if not isinstance(system, str):
+            raise TypeError(f"system prompt must be a str, not {type(system).__name__}")
         self.tokenizer = tokenizer
         self.system = system
         self.time_markers = time_markers
 
-    def prefix_text(self) -> str:
-        """Text before <|audio_bos|>."""
-        return f"<|im_start|>system\n{self.system}<|im_end|>\n<|im_start|>user\n"
-
-    @staticmethod
-    def suffix_text(question: str) -> str:
-        """Text after <|audio_eos|>."""
-        return f"\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    def _text(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text) if text else []
 
     def prefix_ids(self) -> list[int]:
         """Ids up to and including <|audio_bos|>."""
-        return self.tokenizer.encode(self.prefix_text()) + [AUDIO_START_ID]
+        return ([IM_START_ID] + self._text(f"system\n{self.system}") + [IM_END_ID]
+                + self._text("\n") + [IM_START_ID] + self._text("user\n") + [AUDIO_START_ID])
 
     def suffix_ids(self, question: str) -> list[int]:
         """Ids from <|audio_eos|> to the end of the prompt (the assistant turn's header)."""
-        return [AUDIO_END_ID] + self.tokenizer.encode(self.suffix_text(question))
+        if not isinstance(question, str):
+            raise TypeError(f"question must be a str, not {type(question).__name__}")
+        return ([AUDIO_END_ID] + self._text(f"\n{question}") + [IM_END_ID] + self._text("\n")
+                + [IM_START_ID] + self._text("assistant\n"))
 
     def interleaver(self) -> AudioSpanInterleaver:
         """A fresh span interleaver with this builder's time-marker setting."""

@@ -2,16 +2,19 @@
 
 The release ships no tokenizer.json, so the byte-level BPE is assembled here the way transformers'
 Qwen2Tokenizer does it: NFC normaliser, Qwen2 split regex, byte-level pre-tokenizer and decoder.
-Added tokens come from tokenizer_config.json (added_tokens_decoder) and added_tokens.json.
-The audio aliases of the MOSS processor (<|AUDIO|>, <|audio_bos|>, <|audio_eos|>) are recognised
-in text as well.
+Added tokens come from tokenizer_config.json (added_tokens_decoder) and added_tokens.json; the
+audio aliases of the MOSS processor (<|AUDIO|>, <|audio_bos|>, <|audio_eos|>) decode to their names.
+
+Text is always text: `encode` never turns a string such as "<|im_end|>" or "<think>" into its
+special id (it is split into ordinary byte-level pieces, as transformers does with
+split_special_tokens=True, and for non-special added tokens too). Only the prompt builder places
+special ids, by id. Otherwise a question, a system prompt or a transcript could rewrite the chat.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
-import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -93,32 +96,33 @@ def _added_tokens(directory: Path) -> dict[int, AddedToken]:
 
 
 class MossTokenizer:
-    """Byte-level BPE tokenizer of the checkpoint, with the MOSS audio aliases."""
+    """Byte-level BPE tokenizer of the checkpoint, with the MOSS audio aliases.
 
-    def __init__(self, backend: Tokenizer, aliases: dict[str, int]) -> None:
+    `backend` knows the added tokens (for decoding and id look-ups); `plain` is the same BPE
+    without them, so encoding never matches a special-token string.
+    """
+
+    def __init__(self, backend: Tokenizer, plain: Tokenizer, aliases: dict[str, int]) -> None:
         self._backend = backend
-        # Aliases whose id already names another token (e.g. <|AUDIO|> = <|vision_pad|>) cannot be
-        # added tokens; encode() splits them out of the text itself.
+        self._plain = plain
         self._aliases = dict(aliases)
-        self._split_aliases = {a: i for a, i in aliases.items() if backend.token_to_id(a) != i}
-        self._alias_re = (re.compile("(" + "|".join(map(re.escape, self._split_aliases)) + ")")
-                          if self._split_aliases else None)
         self.vocab_size = max(backend.get_vocab_size(with_added_tokens=True),
                               max(self._aliases.values()) + 1)
         self._added = backend.get_added_tokens_decoder()
         self._token_bytes_cache: dict[int, bytes] = {}
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text`; special-token strings in it become their ids. No BOS/EOS added."""
-        if self._alias_re is None:
-            return self._backend.encode(text, add_special_tokens=False).ids
-        ids: list[int] = []
-        for index, part in enumerate(self._alias_re.split(text)):
-            if index % 2:
-                ids.append(self._split_aliases[part])
-            elif part:
-                ids.extend(self._backend.encode(part, add_special_tokens=False).ids)
-        return ids
+        """Token ids of `text` as plain text: never a special or added token's id, no BOS/EOS.
+
+        "<|im_end|>" in the text becomes the pieces of '<', '|', 'im', '_end', '|', '>'.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text to encode must be a str, not {type(text).__name__}")
+        return self._plain.encode(text, add_special_tokens=False).ids
+
+    def is_added(self, token_id: int) -> bool:
+        """Whether the id is an added (control) token rather than an ordinary BPE piece."""
+        return int(token_id) in self._added or int(token_id) in self._aliases.values()
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         """Text of `ids` (invalid UTF-8 becomes U+FFFD, as in transformers)."""
@@ -176,15 +180,8 @@ def load_tokenizer(directory: str | Path) -> MossTokenizer:
     full_vocab = dict(vocab)
     for token_id, token in added.items():
         full_vocab.setdefault(token.content, token_id)
-    backend = Tokenizer(BPE(vocab=full_vocab, merges=merges, dropout=None, unk_token=None,
-                            continuing_subword_prefix="", end_of_word_suffix="",
-                            fuse_unk=False, byte_fallback=False))
-    backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    backend.decoder = decoders.ByteLevel()
+    backend = _byte_level_bpe(full_vocab, merges)
+    plain = _byte_level_bpe(vocab, merges)  # no added tokens: what user text is encoded with
     ordered = [added[i] for i in sorted(added)]
     backend.add_special_tokens([t for t in ordered if t.special])
     backend.add_tokens([t for t in ordered if not t.special])
@@ -192,7 +189,21 @@ def load_tokenizer(directory: str | Path) -> MossTokenizer:
         if backend.token_to_id(token.content) != token_id:
             raise CheckpointError(
                 f"tokenizer in {directory}: added token {token.content!r} should have id {token_id}")
-    return MossTokenizer(backend, MOSS_AUDIO_ALIASES)
+    return MossTokenizer(backend, plain, MOSS_AUDIO_ALIASES)
+
+
+def _byte_level_bpe(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
+    """Qwen2's byte-level BPE: NFC, the Qwen2 split regex, byte-level pieces and decoder."""
+    tokenizer = Tokenizer(BPE(vocab=vocab, merges=merges, dropout=None, unk_token=None,
+                              continuing_subword_prefix="", end_of_word_suffix="",
+                              fuse_unk=False, byte_fallback=False))
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
 
 
 class IncrementalDetokenizer:
