@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import zlib
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
 @dataclass
 class Segment:
-    """One piece of transcript with its time span in seconds (from the start of the audio)."""
+    """One piece of transcript with its time span in seconds (from the start of the audio).
+
+    The fields after `text` follow faster-whisper's Segment and OpenAI's verbose_json:
+        id: position in the transcript (0, 1, ...), set when the transcript is assembled.
+        speaker: the model's speaker label ("S01"...) with speakers on; None otherwise.
+        tokens: the generated token ids this segment's text (and its time brackets) came from.
+        avg_logprob: mean log-probability of those tokens under the model (None if unknown).
+        temperature: the sampling temperature used (0 = greedy).
+        compression_ratio: len(text) / len(zlib(text)), as whisper reports (repetition shows).
+    """
 
     start: float
     end: float
     text: str
+    id: int = 0
+    speaker: str | None = None
+    tokens: list[int] = field(default_factory=list)
+    avg_logprob: float | None = None
+    temperature: float = 0.0
+    compression_ratio: float | None = None
 
     @property
     def duration(self) -> float:
@@ -21,11 +37,23 @@ class Segment:
 
     def shift(self, offset: float) -> "Segment":
         """A copy moved later by offset seconds (used to place a window's segments in the file)."""
-        return Segment(self.start + offset, self.end + offset, self.text)
+        return replace(self, start=self.start + offset, end=self.end + offset,
+                       tokens=list(self.tokens))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON output."""
-        return {"start": self.start, "end": self.end, "text": self.text}
+        """Plain dict for JSON output (speaker only when known)."""
+        out = {"id": self.id, "start": self.start, "end": self.end, "text": self.text,
+               "tokens": list(self.tokens), "avg_logprob": self.avg_logprob,
+               "temperature": self.temperature, "compression_ratio": self.compression_ratio}
+        if self.speaker is not None:
+            out["speaker"] = self.speaker
+        return out
+
+
+def compression_ratio(text: str) -> float | None:
+    """whisper's repetition signal: UTF-8 length over zlib-compressed length (None for '')."""
+    data = text.encode("utf-8")
+    return round(len(data) / len(zlib.compress(data)), 4) if data else None
 
 
 @dataclass
@@ -41,7 +69,9 @@ class TranscriptionInfo:
         audio_tokens: audio tokens fed to the model, summed over all windows.
         generated_tokens: text tokens generated, summed over all windows.
         thinking: any <think> text a thinking model produced (kept apart from the transcript).
-        extra: anything else a caller wants to record (model name, provider, quantization...).
+        model: the bundle's name and the manifest's model id, quantization and encoder mode.
+        prompt: the instruction sent with the audio, its task and language hint (see prompts.py).
+        extra: anything else a caller wants to record (provider...).
     """
 
     duration: float
@@ -52,6 +82,8 @@ class TranscriptionInfo:
     audio_tokens: int = 0
     generated_tokens: int = 0
     thinking: str = ""
+    model: dict[str, Any] = field(default_factory=dict)
+    prompt: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

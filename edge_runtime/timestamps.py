@@ -1,9 +1,11 @@
-"""Prompts for transcription and a forgiving parser for the model's timestamped answers.
+"""A forgiving parser for the model's timestamped (and speaker-tagged) answers.
 
 Asked for timestamps, MOSS-Audio writes sentence-level spans in seconds, in brackets:
-``[0.00]hello there[2.01][2.01]the weather is nice today[4.32]``.  Real output strays from this
-(missing or repeated times, times out of order or past the end, full-width brackets, thinking
-blocks), so parse_timestamped repairs what it can and never raises.
+``[0.00]hello there[2.01][2.01]the weather is nice today[4.32]``; asked for speakers, a speaker
+tag follows each start time: ``[0.00][S01]hello there[2.01]``.  Real output strays from this
+(missing or repeated times, times out of order or past the end, missing tags, full-width
+brackets, thinking blocks), so parse_timestamped repairs what it can and never raises.
+The instructions themselves live in prompts.py.
 """
 
 from __future__ import annotations
@@ -11,14 +13,9 @@ from __future__ import annotations
 import math
 import re
 
+from .prompts import PLAIN_ASR as PLAIN_INSTRUCTION
+from .prompts import SENTENCE_TIMESTAMPS as TIMESTAMP_INSTRUCTION
 from .segments import Segment
-
-PLAIN_INSTRUCTION = "Transcribe the audio."
-
-TIMESTAMP_INSTRUCTION = (
-    "Transcribe the audio. Add sentence-level timestamps in seconds, in the form "
-    "[start]text[end], for example [0.00]hello there[2.01][2.01]the weather is nice today[4.32]."
-)
 
 
 def transcription_instruction(timestamps: bool = False, custom: str | None = None) -> str:
@@ -83,36 +80,82 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def _tokens(text: str) -> list[float | str]:
-    """The answer as an alternating-ish list of times (float) and non-empty text pieces (str)."""
-    out: list[float | str] = []
+# a speaker label: [S01], 【S2】, [SPEAKER_01], [spk 3]...
+_SPEAKER = re.compile(r"^\s*[\[【［]\s*(?:S|SPK|SPEAKER)[ _]?(\d{1,3})\s*[\]】］]", re.IGNORECASE)
+
+
+def _speaker(text: str) -> tuple[str | None, str]:
+    """(label like 'S01', rest) when text starts with a speaker tag, else (None, text)."""
+    match = _SPEAKER.match(text)
+    if match is None:
+        return None, text
+    return f"S{int(match.group(1)):02d}", text[match.end():]
+
+
+class _Piece:
+    """A text piece of the answer: its text, where it lies in the answer, its speaker."""
+
+    __slots__ = ("text", "lo", "hi", "speaker")
+
+    def __init__(self, text: str, lo: int, hi: int, speaker: str | None = None) -> None:
+        self.text, self.lo, self.hi, self.speaker = text, lo, hi, speaker
+
+
+def _tokens(text: str, speakers: bool) -> list:
+    """The answer as times (float, lo, hi) and non-empty text pieces (_Piece), in order.
+
+    With speakers, a leading speaker tag is taken off a piece; a piece that is only a tag
+    (``[S01][0.00]hi``) gives its speaker to the next piece and vanishes.
+    """
+    raw: list = []
     pos = 0
     for match in _TIMESTAMP.finditer(text):
         value = _seconds(match.group(1))
         if value is None:  # not a usable number: leave it in the text
             continue
-        out.append(text[pos:match.start()])
-        out.append(value)
+        raw.append(_Piece(text[pos:match.start()], pos, match.start()))
+        raw.append((value, match.start(), match.end()))
         pos = match.end()
-    out.append(text[pos:])
-    # whitespace-only pieces vanish, so times on either side of them form one run
-    return [t for t in out if not isinstance(t, str) or t.strip()]
+    raw.append(_Piece(text[pos:], pos, len(text)))
+    out: list = []
+    pending: str | None = None
+    for item in raw:
+        if isinstance(item, _Piece):
+            if speakers:
+                label, rest = _speaker(item.text)
+                if label is not None and not rest.strip():
+                    pending = label  # a bare tag: it names the next piece
+                    continue
+                if label is not None:
+                    item.text, item.speaker = rest, label
+            if not item.text.strip():
+                continue  # whitespace-only pieces vanish: the times around them form one run
+            if item.speaker is None and pending is not None:
+                item.speaker = pending
+            pending = None
+            item.text = _normalise(item.text)
+        out.append(item)
+    return out
 
 
-def _spans(tokens: list[float | str]) -> list[list]:
-    """[start|None, end|None, text] for each text piece, from the runs of times around it."""
+def _spans(tokens: list) -> list[list]:
+    """[start|None, end|None, piece, lo, hi] for each text piece, from the runs of times around it.
+
+    lo/hi is the stretch of the answer the segment came from: from the last time of the run
+    before it (its start time) to the first time after it (its end time)."""
     spans: list[list] = []
-    run: list[float] = []
+    run: list[tuple] = []
     for token in tokens:
-        if isinstance(token, str):
+        if isinstance(token, _Piece):
             if spans and run:
-                spans[-1][1] = run[0]  # first time after a text ends it
-            spans.append([run[-1] if run else None, None, _normalise(token)])  # last one starts the next
+                spans[-1][1], spans[-1][4] = run[0][0], run[0][2]  # first time after a text ends it
+            lo = run[-1][1] if run else token.lo
+            spans.append([run[-1][0] if run else None, None, token, lo, token.hi])  # last one starts it
             run = []
         else:
             run.append(token)
     if spans and run:
-        spans[-1][1] = run[0]
+        spans[-1][1], spans[-1][4] = run[0][0], run[0][2]
     return spans
 
 
@@ -126,7 +169,8 @@ def _clean_duration(duration: float | None) -> float | None:
     return max(0.0, value)
 
 
-def parse_timestamped(text: str, duration: float | None = None) -> list[Segment]:
+def parse_timestamped(text: str, duration: float | None = None, speakers: bool = False,
+                      with_spans: bool = False):
     """Segments from a timestamped transcription; never raises.
 
     Repairs made:
@@ -140,20 +184,36 @@ def parse_timestamped(text: str, duration: float | None = None) -> list[Segment]
       dropped (unless every segment is: then all the text becomes one segment [0, duration]);
     - pieces empty after whitespace normalisation are dropped; text with no timestamps at all
       becomes one segment [0, duration] ([0, 0] without a duration);
-    - bracketed text that is not a time (``[laughs]``) stays text.
-    """
-    if not isinstance(text, str):
-        return []
-    limit = _clean_duration(duration)
-    _, answer = split_thinking(text)
-    answer = _SPECIAL_TOKEN.sub(" ", answer)
+    - bracketed text that is not a time (``[laughs]``) stays text;
+    - with speakers, a tag ([S01]) after a start time (or before it) becomes the segment's
+      `speaker`; a sentence without a tag has speaker None.
 
-    spans = _spans(_tokens(answer))
+    with_spans=True returns (segments, spans): spans[i] is the (lo, hi) character range of the
+    answer that segment i came from (used to give each segment its tokens).
+    """
+    result: list[tuple[Segment, tuple[int, int]]] = []
+    if isinstance(text, str):
+        result = _parse(text, _clean_duration(duration), speakers)
+    segments = [seg for seg, _ in result]
+    return (segments, [span for _, span in result]) if with_spans else segments
+
+
+def _parse(text: str, limit: float | None, speakers: bool) -> list[tuple[Segment, tuple[int, int]]]:
+    _, answer = split_thinking(text)
+    skipped = len(text) - len(answer)  # the answer is a suffix of the text
+    answer = _SPECIAL_TOKEN.sub(lambda m: " " * len(m.group()), answer)  # keeps offsets
+
+    spans = _spans(_tokens(answer, speakers))
     if not spans:
         return []
-    if all(start is None and end is None for start, end, _ in spans):
-        whole = " ".join(piece for _, _, piece in spans)
-        return [Segment(0.0, limit if limit is not None else 0.0, whole)]
+
+    def whole(end: float) -> list[tuple[Segment, tuple[int, int]]]:
+        first = next((p.speaker for _, _, p, _, _ in spans if p.speaker), None)
+        words = " ".join(piece.text for _, _, piece, _, _ in spans)
+        return [(Segment(0.0, end, words, speaker=first), (skipped, len(text)))]
+
+    if all(start is None and end is None for start, end, *_ in spans):
+        return whole(limit if limit is not None else 0.0)
 
     # Between two text pieces there is always at least one time, so only the first piece can
     # lack a start and only the last can lack an end.
@@ -162,10 +222,10 @@ def parse_timestamped(text: str, duration: float | None = None) -> list[Segment]
     if spans[-1][1] is None:
         spans[-1][1] = max(limit, spans[-1][0]) if limit is not None else spans[-1][0]
 
-    segments: list[Segment] = []
-    for start, end, piece in spans:
-        if segments and start < segments[-1].end:
-            previous = segments[-1]
+    out: list[tuple[Segment, tuple[int, int]]] = []
+    for start, end, piece, lo, hi in spans:
+        if out and start < out[-1][0].end:
+            previous = out[-1][0]
             if start >= previous.start:
                 previous.end = start  # overlap: the earlier segment gives way
             else:
@@ -175,9 +235,45 @@ def parse_timestamped(text: str, duration: float | None = None) -> list[Segment]
             if start >= limit:
                 continue  # wholly past the end of the audio: nothing left after clamping
             end = min(end, limit)
-        segments.append(Segment(float(start), float(end), piece))
-    if not segments and limit is not None:
+        out.append((Segment(float(start), float(end), piece.text, speaker=piece.speaker),
+                    (lo + skipped, hi + skipped)))
+    if not out and limit is not None:
         # every time was past the end (e.g. times relative to something else): keep the words
-        whole = " ".join(piece for _, _, piece in spans)
-        return [Segment(0.0, limit, whole)]
-    return segments
+        return whole(limit)
+    return out
+
+
+# --- sound-event timelines ----------------------------------------------------------------------
+
+_EVENT_LINE = re.compile(rf"^\s*({_TIME_BODY})\s*(?:s|秒)?\s*[-–~到]\s*({_TIME_BODY})\s*(?:s|秒)?\s*[:：]\s*(.+?)\s*$")
+
+
+def parse_events(text: str, duration: float | None = None) -> list[Segment]:
+    """Segments from `start_sec - end_sec: event description` lines; never raises.
+
+    Lines that are not in this form, and events wholly past `duration`, are dropped; times are
+    clamped to [0, duration] and an end before its start is raised to it. Text with no event line
+    at all becomes one segment [0, duration], like an untimed transcript.
+    """
+    if not isinstance(text, str):
+        return []
+    limit = _clean_duration(duration)
+    _, answer = split_thinking(text)
+    answer = _SPECIAL_TOKEN.sub(" ", answer)
+    events: list[Segment] = []
+    for line in answer.splitlines():
+        match = _EVENT_LINE.match(line)
+        if match is None:
+            continue
+        start, end = _seconds(match.group(1)), _seconds(match.group(2))
+        if start is None or end is None:
+            continue
+        start, end = max(0.0, start), max(start, end)
+        if limit is not None:
+            if start >= limit:
+                continue
+            end = min(end, limit)
+        events.append(Segment(start, end, _normalise(match.group(3))))
+    if not events and answer.strip():
+        return [Segment(0.0, limit if limit is not None else 0.0, _normalise(answer))]
+    return sorted(events, key=lambda seg: (seg.start, seg.end))

@@ -10,6 +10,7 @@ from edge_runtime.segments import Segment
 from edge_runtime.timestamps import (
     PLAIN_INSTRUCTION,
     TIMESTAMP_INSTRUCTION,
+    parse_events,
     parse_timestamped,
     split_thinking,
     transcription_instruction,
@@ -101,9 +102,9 @@ def test_split_thinking_forms():
 
 
 def test_instructions():
-    assert "[start]text[end]" in TIMESTAMP_INSTRUCTION
+    assert "[xx.xx]text[yy.yy]" in TIMESTAMP_INSTRUCTION
     # the example in the instruction parses to the format it describes
-    example = TIMESTAMP_INSTRUCTION[TIMESTAMP_INSTRUCTION.index("[0.00]"):].rstrip(".")
+    example = TIMESTAMP_INSTRUCTION[TIMESTAMP_INSTRUCTION.index("[0.00]"):].split(". ")[0]
     assert [s.text for s in parse_timestamped(example)] == ["hello there", "the weather is nice today"]
     assert transcription_instruction() == PLAIN_INSTRUCTION
     assert transcription_instruction(timestamps=True) == TIMESTAMP_INSTRUCTION
@@ -149,3 +150,67 @@ def test_never_raises_and_output_is_well_formed(text, duration):
 def test_absurd_numbers_do_not_become_infinite_times(text):
     segments = parse_timestamped(text)
     assert segments and all(s.end < float("inf") for s in segments)
+
+
+# ---- speakers ------------------------------------------------------------------------------------
+
+def speaker_spans(segments):
+    return [(s.start, s.end, s.speaker, s.text) for s in segments]
+
+
+def test_speaker_tags_after_the_start_time():
+    text = "[0.00][S01]hello there[2.01][2.01][S02]the weather is nice[4.32][4.50][S01]yes[5.00]"
+    assert speaker_spans(parse_timestamped(text, speakers=True)) == [
+        (0.0, 2.01, "S01", "hello there"), (2.01, 4.32, "S02", "the weather is nice"),
+        (4.5, 5.0, "S01", "yes")]
+
+
+def test_speaker_tag_forms_and_missing_tags():
+    text = "[S1][0.0]before the time[1.0][1.0] [speaker_02] spaced [2.0][2.0]untagged[3.0]【S03】[3.0]x[4]"
+    assert speaker_spans(parse_timestamped(text, speakers=True)) == [
+        (0.0, 1.0, "S01", "before the time"), (1.0, 2.0, "S02", "spaced"),
+        (2.0, 3.0, None, "untagged"), (3.0, 4.0, "S03", "x")]
+    # without speakers=True the tags are text, as before
+    assert parse_timestamped("[0][S01]hi[1]")[0].text == "[S01]hi"
+
+
+def test_speakers_repaired_like_timestamps():
+    text = "[3.0][S02]late start[9.0][2.0][S01]overlap[4.0][S01]no times"
+    segs = parse_timestamped(text, duration=6.0, speakers=True)
+    # "overlap" starts before "late start": pushed to its end (6.0 = the duration), it is dropped;
+    # "no times" starts at 4.0 inside "late start", which gives way
+    assert speaker_spans(segs) == [(3.0, 4.0, "S02", "late start"), (4.0, 6.0, "S01", "no times")]
+    check_invariants(segs, 6.0)
+    # no times at all: one segment, the first tag's speaker
+    assert speaker_spans(parse_timestamped("[S02] words only", 3.0, speakers=True)) == [
+        (0.0, 3.0, "S02", "words only")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.lists(st.one_of(st.text(max_size=8), st.sampled_from(
+    ["[S01]", "[S2]", "[0.00]", "[1.5]", "[3]", "【S03】", "[SPEAKER_4]", " "])), max_size=20).map("".join),
+       duration=st.one_of(st.none(), st.floats(0, 100)))
+def test_speaker_parse_never_raises_and_is_well_formed(text, duration):
+    segments, ranges = parse_timestamped(text, duration, speakers=True, with_spans=True)
+    check_invariants(segments, duration)
+    assert len(ranges) == len(segments)
+    for seg, (lo, hi) in zip(segments, ranges):
+        assert seg.speaker is None or (seg.speaker.startswith("S") and seg.speaker[1:].isdigit())
+        assert 0 <= lo <= hi <= len(text)
+
+
+def test_spans_cover_each_segment_and_its_times():
+    text = "<think>x</think>\n[0.00]hello[2.01][2.01]world[4.32]"
+    segments, ranges = parse_timestamped(text, with_spans=True)
+    assert [text[lo:hi] for lo, hi in ranges] == ["[0.00]hello[2.01]", "[2.01]world[4.32]"]
+
+
+# ---- sound events --------------------------------------------------------------------------------
+
+def test_event_lines():
+    text = "0.0 - 2.5: dog barking\nnoise line\n3 - 4.25: door slams\n1.0 – 1.5 : a cough"
+    assert spans(parse_events(text, duration=4.0)) == [
+        (0.0, 2.5, "dog barking"), (1.0, 1.5, "a cough"), (3.0, 4.0, "door slams")]
+    assert spans(parse_events("9 - 12: late", duration=5.0)) == [(0.0, 5.0, "9 - 12: late")]
+    assert spans(parse_events("Rain on a roof.", duration=5.0)) == [(0.0, 5.0, "Rain on a roof.")]
+    assert parse_events("") == []
