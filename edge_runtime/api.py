@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import threading
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterator
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 import numpy as np
 
@@ -15,14 +18,15 @@ from .audio_encoder import AudioEncoder, AudioFeatures
 from .bundle import AUDIO_GRAPH, DECODER_GRAPH, Bundle, verify_bundle
 from .decoder import Decoder
 from .embeddings import EmbeddingTable
-from .errors import AudioError
+from .errors import AudioError, BusyError, OptionError
 from .features import StreamingLogMel, log_mel
 from .generation import CachedLM, DecodeResult, GenerationOptions
 from .offline import enforce_offline
 from .prompt import AudioSpanInterleaver, PromptBuilder
+from .prompts import instruction_for
 from .sampling import SamplerConfig
-from .segments import Segment, TranscriptionInfo
-from .timestamps import PLAIN_INSTRUCTION, TIMESTAMP_INSTRUCTION, parse_timestamped, split_thinking
+from .segments import Segment, TranscriptionInfo, compression_ratio
+from .timestamps import parse_events, parse_timestamped, split_thinking
 from .tokenizer import IncrementalDetokenizer, load_tokenizer
 
 AudioInput = "str | Path | np.ndarray | tuple[np.ndarray, int]"
@@ -39,12 +43,18 @@ class AskResult:
     timings: dict[str, float]
     thinking: str = ""
     stopped_by: str = ""
+    logprobs: list[float] | None = None  # log-softmax of each generated token when chosen
+
+    @property
+    def avg_logprob(self) -> float | None:
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "text": self.text,
             "thinking": self.thinking,
             "token_ids": self.token_ids,
+            "avg_logprob": self.avg_logprob,
             "prompt_tokens": self.prompt_tokens,
             "audio_tokens": self.audio_tokens,
             "stopped_by": self.stopped_by,
@@ -108,6 +118,39 @@ class EdgeMoss:
         self.system = system or facts.DEFAULT_SYSTEM_PROMPT
         self.load_s = time.perf_counter() - start
 
+    # One KV cache per object: generations take turns (threads wait; a second open stream in the
+    # same thread is an error, as waiting would deadlock it). Made on first use, so subclasses
+    # with their own __init__ (quant.bnb_backend) get it too.
+    _owner: int | None = None
+
+    @contextmanager
+    def _exclusive(self):
+        """Hold the model's KV cache for one generation."""
+        lock = self.__dict__.get("_lock") or self.__dict__.setdefault("_lock", threading.Lock())
+        me = threading.get_ident()
+        if self._owner == me:  # only this thread sets it to its own id, so no race here
+            raise BusyError("this EdgeMoss object is already generating in this thread (an "
+                            "ask(stream=True) iterator is still open): finish or close() it "
+                            "first, or load a second EdgeMoss")
+        with lock:
+            self._owner = me
+            try:
+                yield
+            finally:
+                self._owner = None
+
+    def model_info(self) -> dict[str, Any]:
+        """Which model this is: the bundle's folder name, the checkpoint it came from, its form."""
+        manifest = getattr(self.bundle, "manifest", None)
+        if not isinstance(manifest, dict):  # a checkpoint run on torch (quant.bnb_backend)
+            return {"bundle": None, "source": str(getattr(self.bundle, "path", "")) or None}
+        source = manifest.get("source")
+        return {"bundle": self.bundle.path.name,
+                "source": source.get("name") if isinstance(source, dict) else None,
+                "created_by": manifest.get("created_by"),
+                "encoder_mode": self.bundle.encoder_mode,
+                "quantization": _quant_summary(self.bundle.quantization)}
+
     # ----- building blocks (also used by the live session) -----
 
     def prompt_builder(self, system: str | None = None) -> PromptBuilder:
@@ -165,67 +208,119 @@ class EdgeMoss:
                        decode_tokens_per_s=round(result.tokens_per_s, 2))
         return AskResult(text=text, token_ids=result.token_ids, prompt_tokens=prompt_tokens,
                          audio_tokens=audio.num_tokens, timings=timings, thinking=thinking,
-                         stopped_by=result.stopped_by)
+                         stopped_by=result.stopped_by, logprobs=result.logprobs)
 
     def _run(self, samples: np.ndarray, question: str, settings: DecodeSettings,
              system: str | None, front_end: str = "clip") -> AskResult:
-        steps = self._ask_steps(samples, question, settings, system, front_end)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        with self._exclusive():
+            steps = self._ask_steps(samples, question, settings, system, front_end)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    return done.value
 
     # ----- public API -----
 
     def ask(self, audio: AudioInput, question: str, *, stream: bool = False,
-            system: str | None = None, **settings: Any) -> AskResult | AskStream:
-        """Answer `question` about `audio`. With stream=True, iterate the result for text pieces."""
+            system: str | None = None, max_new_tokens: int = 256, temperature: float = 0.0,
+            top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+            ignore_eos: bool = False) -> AskResult | AskStream:
+        """Answer `question` about `audio`.
+
+        Args:
+            audio: a file path, a 16 kHz float array, or (array, sample_rate).
+            question: the question, always sent as plain text ("<|im_end|>" in it stays text).
+            stream: return an AskStream to iterate for text pieces as they are generated.
+            system: system prompt (default: the object's, "You are a helpful assistant.").
+            max_new_tokens, temperature, top_k, top_p, seed: decoding (greedy by default).
+            ignore_eos: keep decoding past the stop token.
+
+        One object runs one generation at a time: other threads wait their turn; a second
+        stream opened and iterated in the same thread while one is still open raises BusyError.
+        """
+        if not isinstance(question, str):
+            raise TypeError(f"question must be a str, not {type(question).__name__}")
+        if system is not None and not isinstance(system, str):
+            raise TypeError(f"system must be a str, not {type(system).__name__}")
+        decode = DecodeSettings(max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_k=top_k, top_p=top_p, seed=seed, ignore_eos=ignore_eos)
+        options = decode.options()  # checks the settings before any work
+        _check_max_new_tokens(options.max_new_tokens)
         samples = self.load(audio)
-        decode = DecodeSettings(**settings)
         if not stream:
             return self._run(samples, question, decode, system)
         holder = AskStream(iter(()))
 
         def pieces() -> Iterator[str]:
-            detok = IncrementalDetokenizer(self.tokenizer)
-            steps = self._ask_steps(samples, question, decode, system)
-            while True:
-                try:
-                    token = next(steps)
-                except StopIteration as done:
-                    holder.result = done.value
-                    break
-                piece = detok.push(token)
-                if piece:
-                    yield piece
-            tail = detok.flush()
+            with self._exclusive():
+                detok = IncrementalDetokenizer(self.tokenizer)
+                steps = self._ask_steps(samples, question, decode, system)
+                while True:
+                    try:
+                        token = next(steps)
+                    except StopIteration as done:
+                        holder.result = done.value
+                        break
+                    piece = detok.push(token)
+                    if piece:
+                        yield piece
+                tail = detok.flush()
             if tail:
                 yield tail
 
         holder._pieces = pieces()
         return holder
 
-    def transcribe(self, audio: AudioInput, *, timestamps: bool = True, window_s: float = 30.0,
-                   vad: bool = True, max_new_tokens: int = 448,
+    def transcribe(self, audio: AudioInput, *, timestamps: bool = True, speakers: bool = False,
+                   task: str | None = None, language: str | None = None,
+                   prompt: str | None = None, window_s: float = 30.0, vad: bool = True,
+                   max_new_tokens: int = 448, temperature: float = 0.0, top_k: int = 0,
+                   top_p: float = 1.0, seed: int | None = None, ignore_eos: bool = False,
                    progress: Callable[[int, int], None] | None = None,
-                   windows: list[tuple[float, float]] | None = None, front_end: str = "clip",
-                   **settings: Any) -> tuple[list[Segment], TranscriptionInfo]:
+                   windows: Sequence[tuple[float, float]] | None = None,
+                   front_end: str = "clip") -> tuple[list[Segment], TranscriptionInfo]:
         """Transcribe `audio` window by window; segments carry absolute times in seconds.
 
-        Windows come from the VAD's speech regions (or quiet points when vad=False), at most
-        `window_s` long; pass `windows` [(start_s, end_s)] to impose a segmentation (the live
-        path's utterances, say) and front_end="streaming" to use the live path's mel floor.
+        Args:
+            audio: a file path, a 16 kHz float array, or (array, sample_rate).
+            timestamps: send the authors' sentence-level timestamp prompt and parse its times
+                (off: the plain "Transcribe the audio." and one segment per window).
+            speakers: send the authors' speakers-with-timestamps prompt; segments get `speaker`.
+            task: "transcribe" (default), "caption" ("Describe this audio.") or "events" (a
+                sound-event timeline, one segment per event line).
+            language: a language name or code ("German", "de"): the default instruction becomes
+                "Transcribe the audio in German..." (transcription only).
+            prompt: your own instruction, sent word for word instead of the task's; timestamps
+                and speakers then only choose how the answer is parsed.
+            window_s: longest window fed to the model at once, in seconds.
+            vad: cut at the Silero VAD's speech regions (off: at quiet points).
+            max_new_tokens, temperature, top_k, top_p, seed, ignore_eos: decoding, per window.
+            progress: called as progress(windows_done, windows_total).
+            windows: [(start_s, end_s)] to impose a segmentation (e.g. the live path's
+                utterances); in time order, without overlap, inside the audio.
+            front_end: "clip" (the reference's mel) or "streaming" (the live path's mel floor).
+
+        Returns (segments, info). Each Segment has id, start, end, text, tokens, avg_logprob,
+        temperature, compression_ratio and, with speakers, speaker; info records the duration,
+        the model, the instruction sent (info.prompt), the language hint and the timings.
         """
         from .windows import plan_windows, plan_windows_from_regions
 
+        instruction = instruction_for(task, timestamps=timestamps, speakers=speakers,
+                                      language=language, prompt=prompt)
+        decode = DecodeSettings(max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_k=top_k, top_p=top_p, seed=seed, ignore_eos=ignore_eos)
+        decode.options()  # checks the settings before any work
+        _check_max_new_tokens(max_new_tokens)
         samples = self.load(audio)
         duration = samples.size / facts.SAMPLE_RATE
         start = time.perf_counter()
         regions = None
+        sr = facts.SAMPLE_RATE
         if windows is not None:
-            sr = facts.SAMPLE_RATE
-            windows = [(int(round(a * sr)), int(round(b * sr))) for a, b in windows]
+            windows = [(int(round(a * sr)), int(round(b * sr)))
+                       for a, b in _checked_windows(windows, duration)]
         elif vad:
             from .vad import speech_regions
 
@@ -234,34 +329,60 @@ class EdgeMoss:
                                                 unit="seconds")
         else:
             windows = plan_windows(samples, max_window_s=window_s)
-        instruction = TIMESTAMP_INSTRUCTION if timestamps else PLAIN_INSTRUCTION
-        decode = DecodeSettings(max_new_tokens=max_new_tokens, **settings)
         segments: list[Segment] = []
         audio_tokens = generated = 0
+        stages = {"encode_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0}
         for index, (lo, hi) in enumerate(windows):
             piece = samples[lo:hi]
             if piece.size < facts.HOP_LENGTH:
                 continue
-            result = self._run(piece, instruction, decode, None, front_end)
+            result = self._run(piece, instruction.text, decode, None, front_end)
             audio_tokens += result.audio_tokens
             generated += len(result.token_ids)
-            window_len = piece.size / facts.SAMPLE_RATE
-            offset = lo / facts.SAMPLE_RATE
-            if timestamps:
-                found = parse_timestamped(result.text, duration=window_len)
-            else:
-                text = result.text.strip()
-                found = [Segment(0.0, window_len, text)] if text else []
-            segments.extend(seg.shift(offset) for seg in found)
+            for key in stages:
+                stages[key] += result.timings.get(key, 0.0)
+            found = self._window_segments(result, instruction.parse, piece.size / sr, temperature)
+            segments.extend(seg.shift(lo / sr) for seg in found)
             if progress is not None:
                 progress(index + 1, len(windows))
-        sr = facts.SAMPLE_RATE
-        info = TranscriptionInfo(duration=duration, windows=[(lo / sr, hi / sr) for lo, hi in windows],
+        for number, seg in enumerate(segments):
+            seg.id = number
+        timings = {"load_s": round(self.load_s, 4), **{k: round(v, 4) for k, v in stages.items()},
+                   "transcribe_s": round(time.perf_counter() - start, 4)}
+        info = TranscriptionInfo(duration=duration, language=instruction.language,
+                                 windows=[(lo / sr, hi / sr) for lo, hi in windows],
                                  audio_tokens=audio_tokens, generated_tokens=generated,
-                                 speech_regions=regions,
-                                 timings={"load_s": round(self.load_s, 4),
-                                          "transcribe_s": round(time.perf_counter() - start, 4)})
+                                 speech_regions=regions, timings=timings,
+                                 model=self.model_info(), prompt=instruction.to_dict())
         return segments, info
+
+    def _window_segments(self, result: AskResult, parse: str, window_len: float,
+                         temperature: float) -> list[Segment]:
+        """The window's answer as segments, each with the tokens its text came from."""
+        detok = IncrementalDetokenizer(self.tokenizer)
+        starts, text = [], ""
+        for token in result.token_ids:  # where each token's text begins in the decoded answer
+            starts.append(len(text))
+            text += detok.push(token)
+        text += detok.flush()
+        if parse in ("timestamps", "speakers"):
+            found, ranges = parse_timestamped(text, window_len, speakers=parse == "speakers",
+                                              with_spans=True)
+        elif parse == "events":
+            found, ranges = parse_events(text, window_len, with_spans=True)
+        else:
+            answer = result.text.strip()
+            found, ranges = ([Segment(0.0, window_len, answer)], [(0, len(text))]) if answer else ([], [])
+        logprobs = result.logprobs or []
+        window_avg = result.avg_logprob
+        for seg, members in zip(found, _tokens_by_range(starts, ranges)):
+            seg.tokens = [result.token_ids[i] for i in members]
+            picked = [logprobs[i] for i in members if i < len(logprobs)]
+            seg.avg_logprob = round(sum(picked) / len(picked), 6) if picked else (
+                None if window_avg is None else round(window_avg, 6))
+            seg.temperature = float(temperature)
+            seg.compression_ratio = compression_ratio(seg.text)
+        return found
 
     @staticmethod
     def load(audio: AudioInput) -> np.ndarray:
@@ -271,3 +392,58 @@ class EdgeMoss:
         if isinstance(audio, tuple) and len(audio) == 2:
             return to_mono_16k(np.asarray(audio[0]), int(audio[1]))
         return to_mono_16k(np.asarray(audio), facts.SAMPLE_RATE)
+
+
+def _quant_summary(quantization: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's quantization in brief: audio dtype and the decoder's scheme."""
+    decoder = quantization.get("decoder")
+    if isinstance(decoder, dict):
+        decoder = {k: v for k, v in decoder.items() if isinstance(v, (str, int, float, bool))}
+    return {"audio": quantization.get("audio"), "decoder": decoder}
+
+
+def _check_max_new_tokens(value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptionError(f"max_new_tokens must be an integer >= 1, got {value!r}")
+
+
+def _checked_windows(windows: Sequence[tuple[float, float]], duration: float
+                     ) -> list[tuple[float, float]]:
+    """(start_s, end_s) pairs, finite, in time order, without overlap, inside the audio; else
+    ValueError naming the bad window. An end up to 10 ms past the audio is clamped to it."""
+    if isinstance(windows, (str, bytes)) or not hasattr(windows, "__iter__"):
+        raise TypeError(f"windows must be a list of (start_s, end_s) pairs, not {type(windows).__name__}")
+    out: list[tuple[float, float]] = []
+    for number, window in enumerate(windows):
+        try:
+            start, end = (float(v) for v in window)
+        except (TypeError, ValueError):
+            raise OptionError(f"windows[{number}] must be a (start_s, end_s) pair of numbers, "
+                             f"got {window!r}") from None
+        if not (math.isfinite(start) and math.isfinite(end)):
+            raise OptionError(f"windows[{number}] = {window!r} is not finite")
+        if start < 0 or end <= start:
+            raise OptionError(f"windows[{number}] = {window!r} must have 0 <= start_s < end_s")
+        if end > duration + 0.01:
+            raise OptionError(f"windows[{number}] = {window!r} ends after the audio "
+                             f"({duration:.3f} s)")
+        if out and start < out[-1][1]:
+            raise OptionError(f"windows[{number}] = {window!r} starts before the previous window "
+                             "ends: windows must be in time order without overlap")
+        out.append((start, min(end, duration)))
+    return out
+
+
+def _tokens_by_range(starts: list[int], ranges: list[tuple[int, int]]) -> list[list[int]]:
+    """Token indexes for each character range: a token goes to the first range (in text order)
+    that ends after the token starts (tokens past the last range go to the last)."""
+    groups: list[list[int]] = [[] for _ in ranges]
+    if not ranges:
+        return groups
+    order = sorted(range(len(ranges)), key=lambda k: ranges[k])
+    k = 0
+    for index, begin in enumerate(starts):
+        while k < len(order) - 1 and begin >= ranges[order[k]][1]:
+            k += 1
+        groups[order[k]].append(index)
+    return groups

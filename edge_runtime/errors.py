@@ -31,3 +31,11 @@ class MissingExtraError(EdgeMossError):
 
 class InputError(EdgeMossError):
     """Command-line inputs that name no audio: a missing path, an empty folder or glob, a bad list."""
+
+
+class BusyError(EdgeMossError, RuntimeError):
+    """One EdgeMoss object asked for a second generation while its KV cache is in use."""
+
+
+class OptionError(EdgeMossError, ValueError):
+    """An option value or combination that cannot work: a ValueError in the API, one line in the CLI."""

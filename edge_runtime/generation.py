@@ -16,7 +16,7 @@ import numpy as np
 from .audio_encoder import AudioFeatures
 from .decoder import Decoder
 from .embeddings import EmbeddingTable
-from .sampling import Sampler, SamplerConfig
+from .sampling import Sampler, SamplerConfig, token_logprob
 
 
 @dataclass
@@ -31,6 +31,12 @@ class DecodeResult:
     token_ids: list[int]
     stopped_by: str  # "stop_token", "max_new_tokens" or "context_full"
     decode_s: float
+    logprobs: list[float] = field(default_factory=list)  # log-softmax at each chosen token
+
+    @property
+    def avg_logprob(self) -> float | None:
+        """Mean log-probability of the generated tokens (None when there are none)."""
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
 
     @property
     def tokens_per_s(self) -> float:
@@ -96,6 +102,7 @@ class CachedLM:
         """
         sampler = Sampler(options.sampler)
         tokens: list[int] = []
+        logprobs: list[float] = []
         start = time.perf_counter()
         stopped_by = "max_new_tokens"
         last = np.asarray(logits).reshape(-1, logits.shape[-1])[-1]
@@ -105,6 +112,7 @@ class CachedLM:
                 stopped_by = "stop_token"
                 break
             tokens.append(token)
+            logprobs.append(token_logprob(last, token))
             yield token
             if len(tokens) == options.max_new_tokens:
                 break
@@ -113,7 +121,7 @@ class CachedLM:
                 break
             last = self.append(np.array([token], dtype=np.int64))[-1]
         return DecodeResult(token_ids=tokens, stopped_by=stopped_by,
-                            decode_s=time.perf_counter() - start)
+                            decode_s=time.perf_counter() - start, logprobs=logprobs)
 
     def decode(self, logits: np.ndarray, options: GenerationOptions,
                on_token: Callable[[int], None] | None = None) -> DecodeResult:

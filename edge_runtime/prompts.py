@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .errors import OptionError
+
 # --- the authors' texts, word for word ------------------------------------------------------------
 
 PLAIN_ASR = "Transcribe the audio."
@@ -87,7 +89,7 @@ def language_name(language: str) -> str:
     if value.lower() in LANGUAGE_NAMES:
         return LANGUAGE_NAMES[value.lower()]
     if not value or len(value) > 40 or not _LANGUAGE_RE.fullmatch(value):
-        raise ValueError(f"language must be a language name or code such as 'English' or 'en', "
+        raise OptionError(f"language must be a language name or code such as 'English' or 'en', "
                          f"not {language!r}")
     return value[0].upper() + value[1:]
 
@@ -95,13 +97,13 @@ def language_name(language: str) -> str:
 def with_language(prompt: str, language: str) -> str:
     """An authors' transcription prompt with the language hint after 'Transcribe the audio'."""
     if not prompt.startswith(_TRANSCRIBE_HEAD):
-        raise ValueError("a language hint applies to transcription prompts only")
+        raise OptionError("a language hint applies to transcription prompts only")
     return f"{_TRANSCRIBE_HEAD} in {language}{prompt[len(_TRANSCRIBE_HEAD):]}"
 
 
 def instruction_for(task: str | None = None, *, timestamps: bool = False, speakers: bool = False,
                     language: str | None = None, prompt: str | None = None) -> Instruction:
-    """The instruction for these choices; ValueError (one line) for combinations that cannot work.
+    """The instruction for these choices; OptionError (a ValueError, one line) for combinations that cannot work.
 
     - prompt: replaces the instruction word for word (timestamps/speakers then only choose how the
       answer is parsed); cannot be combined with a task or a language;
@@ -113,17 +115,17 @@ def instruction_for(task: str | None = None, *, timestamps: bool = False, speake
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
         if not prompt.strip():
-            raise ValueError("--prompt is empty")
+            raise OptionError("--prompt is empty")
         if task is not None:
-            raise ValueError("--prompt replaces the task's instruction: give one of --prompt, --task")
+            raise OptionError("--prompt replaces the task's instruction: give one of --prompt, --task")
         if language is not None:
-            raise ValueError("--language hints the default instruction only; "
+            raise OptionError("--language hints the default instruction only; "
                              "with --prompt, write the language into the prompt")
         parse = "speakers" if speakers else "timestamps" if timestamps else "plain"
         return Instruction(prompt.strip(), None, parse, custom=True)
     task = task or "transcribe"
     if task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+        raise OptionError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
     name = language_name(language) if language is not None else None
     if task == "transcribe":
         text, parse = ((SPEAKERS_WITH_TIMESTAMPS, "speakers") if speakers
@@ -131,10 +133,10 @@ def instruction_for(task: str | None = None, *, timestamps: bool = False, speake
                        else (PLAIN_ASR, "plain"))
         return Instruction(with_language(text, name) if name else text, task, parse, name)
     if speakers or timestamps:
-        raise ValueError(f"--task {task} has its own output form: --timestamps and --speakers "
+        raise OptionError(f"--task {task} has its own output form: --timestamps and --speakers "
                          "apply to --task transcribe")
     if name is not None:
-        raise ValueError("--language applies to --task transcribe")
+        raise OptionError("--language applies to --task transcribe")
     if task == "caption":
         return Instruction(DESCRIBE, task, "plain")
     return Instruction(SOUND_EVENTS, task, "events")

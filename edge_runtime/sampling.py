@@ -67,6 +67,20 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return weights / weights.sum()
 
 
+def token_logprob(logits: np.ndarray, token: int) -> float:
+    """log softmax(logits)[token] at temperature 1, as whisper's avg_logprob uses; -inf allowed.
+
+    One max and one exp-sum over the vocabulary: cheap next to a decode step, and it never
+    changes which token was chosen.
+    """
+    values = np.asarray(logits, dtype=np.float32).reshape(-1)
+    top = float(values.max())
+    if not np.isfinite(top):
+        return 0.0 if values[token] == top else float("-inf")
+    total = float(np.exp(values - top, dtype=np.float32).sum(dtype=np.float64))
+    return float(values[token]) - top - float(np.log(total))
+
+
 def filter_probs(probs: np.ndarray, top_k: int = 0, top_p: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """The token ids kept by top-k then top-p, most likely first, and their renormalised probabilities.
 

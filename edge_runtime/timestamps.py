@@ -248,21 +248,30 @@ def _parse(text: str, limit: float | None, speakers: bool) -> list[tuple[Segment
 _EVENT_LINE = re.compile(rf"^\s*({_TIME_BODY})\s*(?:s|秒)?\s*[-–~到]\s*({_TIME_BODY})\s*(?:s|秒)?\s*[:：]\s*(.+?)\s*$")
 
 
-def parse_events(text: str, duration: float | None = None) -> list[Segment]:
+def parse_events(text: str, duration: float | None = None, with_spans: bool = False):
     """Segments from `start_sec - end_sec: event description` lines; never raises.
 
     Lines that are not in this form, and events wholly past `duration`, are dropped; times are
-    clamped to [0, duration] and an end before its start is raised to it. Text with no event line
-    at all becomes one segment [0, duration], like an untimed transcript.
+    clamped to [0, duration] and an end before its start is raised to it; events are sorted by
+    time. Text with no event line at all becomes one segment [0, duration], like an untimed
+    transcript. with_spans=True also returns each segment's (lo, hi) character range in `text`.
     """
-    if not isinstance(text, str):
-        return []
-    limit = _clean_duration(duration)
+    found: list[tuple[Segment, tuple[int, int]]] = []
+    if isinstance(text, str):
+        found = _parse_events(text, _clean_duration(duration))
+    segments = [seg for seg, _ in found]
+    return (segments, [span for _, span in found]) if with_spans else segments
+
+
+def _parse_events(text: str, limit: float | None) -> list[tuple[Segment, tuple[int, int]]]:
     _, answer = split_thinking(text)
-    answer = _SPECIAL_TOKEN.sub(" ", answer)
-    events: list[Segment] = []
-    for line in answer.splitlines():
-        match = _EVENT_LINE.match(line)
+    skipped = len(text) - len(answer)
+    answer = _SPECIAL_TOKEN.sub(lambda m: " " * len(m.group()), answer)
+    events: list[tuple[Segment, tuple[int, int]]] = []
+    offset = skipped
+    for line in answer.splitlines(keepends=True):
+        lo, offset = offset, offset + len(line)
+        match = _EVENT_LINE.match(line.rstrip("\r\n"))
         if match is None:
             continue
         start, end = _seconds(match.group(1)), _seconds(match.group(2))
@@ -273,7 +282,8 @@ def parse_events(text: str, duration: float | None = None) -> list[Segment]:
             if start >= limit:
                 continue
             end = min(end, limit)
-        events.append(Segment(start, end, _normalise(match.group(3))))
+        events.append((Segment(start, end, _normalise(match.group(3))), (lo, offset)))
     if not events and answer.strip():
-        return [Segment(0.0, limit if limit is not None else 0.0, _normalise(answer))]
-    return sorted(events, key=lambda seg: (seg.start, seg.end))
+        return [(Segment(0.0, limit if limit is not None else 0.0, _normalise(answer)),
+                 (skipped, len(text)))]
+    return sorted(events, key=lambda item: (item[0].start, item[0].end))
