@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from . import model_facts as facts
 from .errors import BundleError
-from .model_config import AudioEncoderConfig, LanguageConfig, MossAudioConfig
+from .model_config import AudioEncoderConfig, ConfigError, LanguageConfig, MossAudioConfig
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "edge-moss-bundle"
@@ -89,6 +90,7 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
+    """The bundle's manifest, read and checked field by field (BundleError says what is wrong)."""
     root = Path(root)
     if not root.exists():
         raise BundleError(f"no bundle at {root} (make one with `edge-moss export CHECKPOINT -o {root}`)")
@@ -98,35 +100,164 @@ def read_manifest(root: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"{root} is not an edge-moss bundle: it has no {MANIFEST_NAME}")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path} is damaged: {exc}") from None
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
+        raise BundleError(f"{path} is damaged: {str(exc)[:200]}") from None
+    check_manifest(manifest, root)
+    return manifest
+
+
+# --- manifest checks: every field the runtime reads, with its type ------------------------------
+
+ENCODER_MODES = ("chunked", "full")
+EMBEDDING_KINDS = ("fp32", "fp16", "int8", "int4")
+SPECIAL_ID_KEYS = ("audio_token", "audio_start", "audio_end", "im_start", "im_end", "endoftext")
+REQUIRED_FILES = (AUDIO_GRAPH, DECODER_GRAPH, f"{TOKENIZER_DIR}/vocab.json",
+                  f"{TOKENIZER_DIR}/merges.txt")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _fail(what: str) -> BundleError:
+    return BundleError(f"bundle manifest: {what}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _dict(manifest: dict, key: str) -> dict:
+    value = manifest.get(key)
+    if key not in manifest:
+        raise _fail(f"the '{key}' entry is missing")
+    if not isinstance(value, dict):
+        raise _fail(f"'{key}' must be an object, not {type(value).__name__}")
+    return value
+
+
+def _safe_name(name: str) -> bool:
+    """A relative path inside the bundle: no absolute paths, no '..', no empty parts."""
+    parts = name.split("/")
+    return (bool(name) and "\\" not in name and "\0" not in name and not name.startswith("/")
+            and all(part not in ("", ".", "..") for part in parts))
+
+
+def check_manifest(manifest: Any, root: Path | str = "") -> None:
+    """Raise BundleError ("bundle manifest: ...") unless every field the runtime reads is there
+    with the right type: format, format_version, files, special_ids, time_markers, encoder_mode,
+    quantization, embeddings, model (dimensions) and the optional max_context."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise BundleError(f"{path} is not an edge-moss bundle manifest")
+        raise BundleError(f"{Path(root) / MANIFEST_NAME} is not an edge-moss bundle manifest")
     version = manifest.get("format_version")
-    if not isinstance(version, int):
-        raise BundleError(f"{path} has no format version")
+    if not _is_int(version):
+        raise _fail(f"format_version must be a whole number, not {version!r:.40}")
     if version > FORMAT_VERSION:
         raise BundleError(
             f"bundle {root} has format version {version}, newer than this edge-moss reads "
             f"({FORMAT_VERSION}): upgrade edge-moss or re-export the bundle"
         )
-    for key in ("model", "files", "special_ids", "time_markers", "encoder_mode", "quantization",
-                "embeddings"):
-        if key not in manifest:
-            raise BundleError(f"{path} lacks the '{key}' entry")
-    return manifest
+    files = _dict(manifest, "files")
+    for name, entry in files.items():
+        if not _safe_name(name):
+            raise _fail(f"file name {name!r:.80} is not a plain path inside the bundle")
+        if not isinstance(entry, dict) or not _is_int(entry.get("bytes")) or entry["bytes"] < 0 \
+                or not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+            raise _fail(f"files['{name}'] must be {{\"bytes\": size, \"sha256\": 64 hex digits}}")
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise _fail(f"files lacks {name}")
+    special = _dict(manifest, "special_ids")
+    for key in SPECIAL_ID_KEYS:
+        if not _is_int(special.get(key)) or special[key] < 0:
+            raise _fail(f"special_ids.{key} must be a token id (a whole number >= 0)")
+    markers = _dict(manifest, "time_markers")
+    if not isinstance(markers.get("enabled"), bool):
+        raise _fail("time_markers.enabled must be true or false")
+    mode = manifest.get("encoder_mode")
+    if mode not in ENCODER_MODES:
+        raise _fail(f"encoder_mode must be one of {', '.join(ENCODER_MODES)}, not {mode!r:.40}")
+    quant = _dict(manifest, "quantization")
+    if not isinstance(quant.get("audio"), str):
+        raise _fail("quantization.audio must be a string (the audio graph's dtype)")
+    if not isinstance(quant.get("decoder"), dict):
+        raise _fail("quantization.decoder must be an object")
+    emb = _dict(manifest, "embeddings")
+    if emb.get("kind") not in EMBEDDING_KINDS:
+        raise _fail(f"embeddings.kind must be one of {', '.join(EMBEDDING_KINDS)}, "
+                    f"not {emb.get('kind')!r:.40}")
+    if "files" in emb and (not isinstance(emb["files"], list)
+                           or not all(isinstance(f, str) and f in files for f in emb["files"])):
+        raise _fail("embeddings.files must list files of the bundle")
+    context = manifest.get("max_context")
+    if context is not None and (not _is_int(context) or not 1 <= context <= 10_000_000):
+        raise _fail(f"max_context must be a whole number of tokens >= 1, not {context!r:.40}")
+    model = _dict(manifest, "model")
+    for key in ("audio", "language"):
+        if not isinstance(model.get(key), dict):
+            raise _fail(f"model.{key} must be an object of dimensions")
+
+
+def _dimensions(kind, data: dict, where: str, least: int = 1) -> dict[str, Any]:
+    """Every field of the dataclass `kind`, present and of its type (ints whole and >= least;
+    layer indexes >= 0)."""
+    values = {}
+    for f in fields(kind):
+        if f.name not in data:
+            raise _fail(f"{where}.{f.name} is missing")
+        value, default = data[f.name], f.default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = _is_int(value) and value >= least
+        elif isinstance(default, float):
+            ok = (_is_int(value) or isinstance(value, float)) and value == value and abs(value) != float("inf")
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        elif isinstance(default, tuple):
+            ok = isinstance(value, (list, tuple)) and all(_is_int(v) and v >= 0 for v in value)
+            value = tuple(value) if ok else value
+        else:
+            ok = True
+        if not ok:
+            raise _fail(f"{where}.{f.name} has an unusable value {value!r:.40}")
+        values[f.name] = value
+    return values
 
 
 def config_from_manifest(manifest: dict[str, Any]) -> MossAudioConfig:
-    model = dict(manifest["model"])
+    """The model dimensions of a checked manifest; BundleError when any is missing or unusable."""
+    model = manifest.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("audio"), dict) \
+            or not isinstance(model.get("language"), dict):
+        raise _fail("model must hold the 'audio' and 'language' dimensions")
+    audio = _dimensions(AudioEncoderConfig, model["audio"], "model.audio")
+    language = _dimensions(LanguageConfig, model["language"], "model.language")
+    top = {k: v for k, v in model.items() if k not in ("audio", "language")}
+    top = _dimensions(_TopLevel, {**_TOP_DEFAULTS, **top}, "model", least=0)
     try:
-        audio = dict(model.pop("audio"))
-        audio["deepstack_encoder_layer_indexes"] = tuple(audio["deepstack_encoder_layer_indexes"])
-        return MossAudioConfig(audio=AudioEncoderConfig(**audio),
-                               language=LanguageConfig(**model.pop("language")), **model)
-    except (KeyError, TypeError) as exc:
-        raise BundleError(f"bundle manifest model dimensions are unusable: {exc}") from None
+        config = MossAudioConfig(audio=AudioEncoderConfig(**audio),
+                                 language=LanguageConfig(**language), **top)
+        config.validate()
+    except ConfigError as exc:
+        raise _fail(f"model dimensions are unusable: {exc}") from None
+    return config
+
+
+@dataclass(frozen=True)
+class _TopLevel:
+    """The scalar fields of MossAudioConfig, for _dimensions (same names and types)."""
+
+    adapter_hidden_size: int = 8192
+    deepstack_num_inject_layers: int = 3
+    vocab_size: int = 151936
+    bos_token_id: int = 151643
+    eos_token_id: int = 151645
+    tie_word_embeddings: bool = False
+
+
+# Older bundles may lack these scalar fields: the release values hold for them.
+_TOP_DEFAULTS = {f.name: f.default for f in fields(_TopLevel)}
 
 
 def _stamp_path(root: Path) -> Path:
@@ -143,30 +274,42 @@ def verify_bundle(root: str | Path, full: bool = False) -> Bundle:
     """Read and check a bundle; raise BundleError saying exactly what is wrong."""
     root = Path(root)
     manifest = read_manifest(root)
+    config = config_from_manifest(manifest)  # every field checked before any file is hashed
     files: dict[str, dict[str, Any]] = manifest["files"]
-    for name, entry in files.items():
-        path = root / name
-        if not path.is_file():
-            raise BundleError(f"bundle {root} is incomplete: {name} is missing")
-        size = path.stat().st_size
-        if size != entry["bytes"]:
-            raise BundleError(
-                f"bundle {root} is damaged: {name} has {size} bytes, the manifest says "
-                f"{entry['bytes']} (truncated or edited copy?)"
-            )
-    state = _file_state(root, files)
+    try:
+        for name, entry in files.items():
+            path = root / name
+            if not path.is_file():
+                raise BundleError(f"bundle {root} is incomplete: {name} is missing")
+            size = path.stat().st_size
+            if size != entry["bytes"]:
+                raise BundleError(
+                    f"bundle {root} is damaged: {name} has {size} bytes, the manifest says "
+                    f"{entry['bytes']} (truncated or edited copy?)"
+                )
+            if not os.access(path, os.R_OK):
+                raise BundleError(f"cannot read bundle file {path}: permission denied")
+        state = _file_state(root, files)
+        manifest_hash = sha256_file(root / MANIFEST_NAME)
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle {root}: {exc.strerror or exc} "
+                          f"({exc.filename or ''})") from None
     stamp = _stamp_path(root)
-    manifest_hash = sha256_file(root / MANIFEST_NAME)
     trusted = False
     if not full and stamp.is_file():
         try:
             saved = json.loads(stamp.read_text())
             trusted = saved.get("manifest") == manifest_hash and saved.get("files") == state
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError, AttributeError):
             trusted = False
     if not trusted:
         for name, entry in files.items():
-            if sha256_file(root / name) != entry["sha256"]:
+            try:
+                digest = sha256_file(root / name)
+            except OSError as exc:
+                raise BundleError(f"cannot read bundle file {root / name}: "
+                                  f"{exc.strerror or exc}") from None
+            if digest != entry["sha256"]:
                 raise BundleError(
                     f"bundle {root} was modified: {name} does not match its sha256 in the manifest"
                 )
@@ -175,7 +318,7 @@ def verify_bundle(root: str | Path, full: bool = False) -> Bundle:
             stamp.write_text(json.dumps({"manifest": manifest_hash, "files": state}))
         except OSError:
             pass  # a read-only home only costs a re-hash next time
-    return Bundle(path=root, manifest=manifest, config=config_from_manifest(manifest))
+    return Bundle(path=root, manifest=manifest, config=config)
 
 
 def default_special_ids() -> dict[str, int]:
