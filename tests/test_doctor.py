@@ -113,10 +113,15 @@ def test_estimate_at_release_dims_with_fp16_cache(tmp_path):
     from edge_runtime.model_config import MossAudioConfig
     from export.fixture import fixture_config
 
+    from edge_runtime.bundle import REQUIRED_FILES, default_special_ids
+
+    empty = {"bytes": 0, "sha256": "0" * 64}  # a complete manifest: only the sizes matter here
     manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                 "model": MossAudioConfig.from_dict(fixture_config("4b")).to_dict(),
-                "files": {"decoder.onnx.data": {"bytes": 2_700_000_000}}, "special_ids": {},
-                "time_markers": {}, "encoder_mode": "chunked", "embeddings": {}, "max_context": 4096,
+                "files": {"decoder.onnx.data": {"bytes": 2_700_000_000, "sha256": "0" * 64},
+                          **{name: empty for name in REQUIRED_FILES}},
+                "special_ids": default_special_ids(), "time_markers": {"enabled": True},
+                "encoder_mode": "chunked", "embeddings": {"kind": "int8"}, "max_context": 4096,
                 "quantization": {"audio": "fp16", "decoder": {"io_dtype": "fp16"}}}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     est = doctor.bundle_estimate(tmp_path, max_context=2048)
