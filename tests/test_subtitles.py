@@ -134,3 +134,88 @@ def test_open_private_narrows_an_existing_file(tmp_path):
     assert path.read_bytes() == b"new!"
     with pytest.raises(ValueError):
         open_private(path, "r")
+
+
+# ---- line wrapping (as whisper's --max_line_width / --max_line_count) and speakers ------------
+
+from edge_runtime.errors import OptionError  # noqa: E402
+from edge_runtime.subtitles import check_line_options, cues, wrap_words  # noqa: E402
+
+LONG = Segment(10.0, 16.0, "the quick brown fox jumps over the lazy dog and keeps on running far")
+
+
+def test_wrap_words_packs_greedily_and_cuts_unbroken_text():
+    assert wrap_words("the quick brown fox jumps", 10) == ["the quick", "brown fox", "jumps"]
+    assert wrap_words("a bb ccc", 4) == ["a bb", "ccc"]
+    assert wrap_words("今天天气很好我们去公园吧", 5) == ["今天天气很", "好我们去公", "园吧"]
+    assert wrap_words("one\n\ntwo", None) == ["one", "two"]
+    for width in (1, 3, 7, 20):
+        lines = wrap_words(LONG.text, width)
+        assert all(1 <= len(line) <= width for line in lines)
+        assert "".join(lines).replace(" ", "") == LONG.text.replace(" ", "")
+
+
+def test_srt_and_vtt_wrap_within_a_cue():
+    cues_srt = list(srt.parse(to_srt([LONG], max_line_width=20)))
+    assert len(cues_srt) == 1 and all(len(l) <= 20 for l in cues_srt[0].content.splitlines())
+    assert len(cues_srt[0].content.splitlines()) == 4
+    captions = list(webvtt.from_string(to_vtt([LONG], max_line_width=20)))
+    assert captions[0].text.splitlines() == cues_srt[0].content.splitlines()
+
+
+@pytest.mark.parametrize("width, count", [(20, 1), (20, 2), (7, 3), (5, 1)])
+def test_line_count_splits_a_segment_into_cues_inside_its_time(width, count):
+    got = list(srt.parse(to_srt([LONG, Segment(16.0, 16.5, "end")], max_line_width=width,
+                                max_line_count=count)))
+    long_cues = got[:-1]
+    assert len(long_cues) == -(-len(wrap_words(LONG.text, width)) // count)
+    assert long_cues[0].start == timedelta(seconds=10) and long_cues[-1].end == timedelta(seconds=16)
+    for a, b in zip(long_cues, long_cues[1:]):
+        assert a.end == b.start and a.start < a.end  # the cues tile the segment's span
+    for cue in long_cues:
+        lines = cue.content.splitlines()
+        assert 1 <= len(lines) <= count and all(len(l) <= width for l in lines)
+    assert got[-1].content == "end" and got[-1].start == timedelta(seconds=16)
+    vtt = list(webvtt.from_string(to_vtt([LONG], max_line_width=width, max_line_count=count)))
+    assert [c.text for c in vtt] == [c.content for c in long_cues]
+
+
+def test_cues_never_leave_the_segment():
+    seg = Segment(1.234, 1.240, "a few words that wrap")
+    pieces = cues(seg, 5, 1)
+    assert pieces[0][0] == seg.start and pieces[-1][1] == seg.end
+    assert all(seg.start <= lo <= hi <= seg.end for lo, hi, _ in pieces)
+
+
+def test_speaker_prefixes_and_voice_spans():
+    segs = [Segment(0, 1, "hello there", speaker="S01"), Segment(1, 2, "bye", speaker="S02"),
+            Segment(2, 3, "untagged")]
+    assert to_txt(segs) == "[S01] hello there\n[S02] bye\nuntagged\n"
+    assert to_txt(segs[:1], timestamps=True) == "[0.00 -> 1.00] [S01] hello there\n"
+    assert [c.content for c in srt.parse(to_srt(segs))] == ["[S01] hello there", "[S02] bye", "untagged"]
+    captions = list(webvtt.from_string(to_vtt(segs)))
+    assert [(c.voice, c.text) for c in captions] == [("S01", "hello there"), ("S02", "bye"), (None, "untagged")]
+    # wrapped: the SRT prefix counts toward the first line; every VTT cue keeps the voice
+    wrapped = list(srt.parse(to_srt([Segment(0, 4, "one two three four", speaker="S03")], 9, 1)))
+    assert [c.content for c in wrapped] == ["[S03] one", "two three", "four"]
+    voiced = list(webvtt.from_string(to_vtt([Segment(0, 4, "one two three four", speaker="S03")], 9, 1)))
+    assert [(c.voice, c.text) for c in voiced] == [("S03", "one two"), ("S03", "three"), ("S03", "four")]
+
+
+def test_json_has_the_verbose_json_shape():
+    seg = Segment(0.0, 1.0, "hi", id=0, tokens=[1, 2], avg_logprob=float("-inf"), speaker="S01")
+    info = TranscriptionInfo(duration=1.0, language="English", prompt={"task": "transcribe"})
+    doc = json.loads(to_json([seg], info))
+    assert (doc["task"], doc["language"], doc["duration"], doc["text"]) == ("transcribe", "English", 1.0, "hi")
+    assert doc["segments"] == [{"id": 0, "start": 0.0, "end": 1.0, "text": "hi", "tokens": [1, 2],
+                                "avg_logprob": None, "temperature": 0.0, "compression_ratio": None,
+                                "speaker": "S01"}]
+
+
+@pytest.mark.parametrize("width, count", [(0, None), (-3, None), (True, None), (2.5, None),
+                                          (None, 2), (10, 0), (10**6, None)])
+def test_bad_line_options_are_refused(width, count):
+    with pytest.raises(OptionError):
+        check_line_options(width, count)
+    with pytest.raises(ValueError):  # the same error is a ValueError for API users
+        render(SEGMENTS, "txt", max_line_width=width, max_line_count=count)
