@@ -62,7 +62,7 @@ class TranscriptionInfo:
 
     Fields:
         duration: length of the input audio in seconds.
-        language: language code if known (the model does not report one; None by default).
+        language: the language hinted with language= (the model reports none; None by default).
         windows: the (start_s, end_s) spans the audio was cut into, in seconds.
         speech_regions: (start_s, end_s) speech found by the VAD, in seconds; None without VAD.
         timings: wall-clock seconds per stage, e.g. {"load": .., "encode": .., "decode": ..}.
