@@ -98,17 +98,19 @@ def _added_tokens(directory: Path) -> dict[int, AddedToken]:
 class MossTokenizer:
     """Byte-level BPE tokenizer of the checkpoint, with the MOSS audio aliases.
 
-    `backend` knows the added tokens (for decoding and id look-ups); `plain` is the same BPE
-    without them, so encoding never matches a special-token string.
+    `plain` is the BPE alone: it encodes all text, so no string can match an added token.
+    `added` maps the added (control) tokens' ids to their AddedToken; decoding joins each id's
+    bytes (an added token's text, an ordinary token's byte-level bytes) and reads them as UTF-8
+    with U+FFFD for invalid bytes, which is what transformers' decode gives.
     """
 
-    def __init__(self, backend: Tokenizer, plain: Tokenizer, aliases: dict[str, int]) -> None:
-        self._backend = backend
+    def __init__(self, plain: Tokenizer, added: dict[int, AddedToken], aliases: dict[str, int]) -> None:
         self._plain = plain
+        self._added = dict(added)
         self._aliases = dict(aliases)
-        self.vocab_size = max(backend.get_vocab_size(with_added_tokens=True),
+        self._added_ids = {tok.content: token_id for token_id, tok in self._added.items()}
+        self.vocab_size = max(plain.get_vocab_size(), max(self._added, default=0) + 1,
                               max(self._aliases.values()) + 1)
-        self._added = backend.get_added_tokens_decoder()
         self._token_bytes_cache: dict[int, bytes] = {}
 
     def encode(self, text: str) -> list[int]:
@@ -126,17 +128,21 @@ class MossTokenizer:
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         """Text of `ids` (invalid UTF-8 becomes U+FFFD, as in transformers)."""
-        return self._backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        data = b"".join(self.token_bytes(i, skip_special_tokens) for i in ids)
+        return data.decode("utf-8", errors="replace")
 
     def token_to_id(self, token: str) -> int | None:
         """Id of a vocabulary or added token (audio aliases included); None when unknown."""
         if token in self._aliases:
             return self._aliases[token]
-        return self._backend.token_to_id(token)
+        if token in self._added_ids:
+            return self._added_ids[token]
+        return self._plain.token_to_id(token)
 
     def id_to_token(self, token_id: int) -> str | None:
         """Vocabulary string of an id (byte-level form for ordinary tokens); None when unknown."""
-        return self._backend.id_to_token(int(token_id))
+        added = self._added.get(int(token_id))
+        return added.content if added is not None else self._plain.id_to_token(int(token_id))
 
     def is_special(self, token_id: int) -> bool:
         """Whether decode(skip_special_tokens=True) drops this id."""
@@ -152,7 +158,7 @@ class MossTokenizer:
             return b"" if (skip_special_tokens and added.special) else added.content.encode("utf-8")
         data = self._token_bytes_cache.get(token_id)
         if data is None:
-            token = self._backend.id_to_token(token_id)
+            token = self._plain.id_to_token(token_id) if token_id >= 0 else None
             alphabet = _byte_level_alphabet()
             data = b"" if token is None else bytes(alphabet[c] for c in token)
             self._token_bytes_cache[token_id] = data
@@ -169,27 +175,18 @@ def load_tokenizer(directory: str | Path) -> MossTokenizer:
     vocab = _read_json(directory / "vocab.json")
     merges = _read_merges(directory / "merges.txt")
     added = _added_tokens(directory)
-    taken_ids = set(vocab.values()) | set(added)
+    by_id = {token_id: content for content, token_id in vocab.items()}
+    for token_id, token in added.items():
+        if by_id.get(token_id, token.content) != token.content:
+            raise CheckpointError(f"tokenizer in {directory}: added token {token.content!r} has "
+                                  f"id {token_id}, which vocab.json gives to {by_id[token_id]!r}")
+    taken_ids = set(by_id) | set(added)
     present = {tok.content for tok in added.values()}
     for alias, token_id in MOSS_AUDIO_ALIASES.items():
         if alias not in present and token_id not in taken_ids:
             added[token_id] = AddedToken(alias, normalized=False, special=True)
-
-    # Added tokens enter the BPE vocabulary at their ids; registering them afterwards makes the
-    # backend split them out of text and keeps those ids (it reuses ids the model already has).
-    full_vocab = dict(vocab)
-    for token_id, token in added.items():
-        full_vocab.setdefault(token.content, token_id)
-    backend = _byte_level_bpe(full_vocab, merges)
-    plain = _byte_level_bpe(vocab, merges)  # no added tokens: what user text is encoded with
-    ordered = [added[i] for i in sorted(added)]
-    backend.add_special_tokens([t for t in ordered if t.special])
-    backend.add_tokens([t for t in ordered if not t.special])
-    for token_id, token in added.items():
-        if backend.token_to_id(token.content) != token_id:
-            raise CheckpointError(
-                f"tokenizer in {directory}: added token {token.content!r} should have id {token_id}")
-    return MossTokenizer(backend, plain, MOSS_AUDIO_ALIASES)
+    # Added tokens stay out of the BPE: text is always encoded as text (see the module docstring).
+    return MossTokenizer(_byte_level_bpe(vocab, merges), added, MOSS_AUDIO_ALIASES)
 
 
 def _byte_level_bpe(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:

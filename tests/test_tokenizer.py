@@ -305,3 +305,13 @@ def test_incremental_detokenizer_equals_decode_for_any_ids(tok, ids, skip):
     det = IncrementalDetokenizer(tok, skip_special_tokens=skip)
     joined = "".join(det.push(i) for i in ids) + det.flush()
     assert joined == tok.decode(ids, skip_special_tokens=skip)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids=st.lists(st.one_of(st.integers(0, 300), st.integers(151_600, 151_668),
+                              st.integers(0, 151_642)), max_size=30),
+       skip=st.booleans())
+def test_decode_of_any_ids_matches_transformers(tok, hf_tokenizers, ids, skip):
+    """decode joins the ids' bytes itself: the same text transformers' decode gives."""
+    assert tok.decode(ids, skip_special_tokens=skip) == hf_tokenizers[0].decode(
+        ids, skip_special_tokens=skip)
