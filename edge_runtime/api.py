@@ -25,8 +25,9 @@ from .offline import enforce_offline
 from .prompt import AudioSpanInterleaver, PromptBuilder
 from .prompts import instruction_for
 from .sampling import SamplerConfig
-from .segments import Segment, TranscriptionInfo, compression_ratio
-from .timestamps import parse_events, parse_timestamped, split_thinking
+from .answers import answer_segments
+from .segments import Segment, TranscriptionInfo
+from .timestamps import split_thinking
 from .tokenizer import IncrementalDetokenizer, load_tokenizer
 
 AudioInput = "str | Path | np.ndarray | tuple[np.ndarray, int]"
@@ -341,7 +342,8 @@ class EdgeMoss:
             generated += len(result.token_ids)
             for key in stages:
                 stages[key] += result.timings.get(key, 0.0)
-            found = self._window_segments(result, instruction.parse, piece.size / sr, temperature)
+            found = answer_segments(self.tokenizer, result.token_ids, result.logprobs,
+                                    result.text, instruction.parse, piece.size / sr, temperature)
             segments.extend(seg.shift(lo / sr) for seg in found)
             if progress is not None:
                 progress(index + 1, len(windows))
@@ -355,34 +357,6 @@ class EdgeMoss:
                                  speech_regions=regions, timings=timings,
                                  model=self.model_info(), prompt=instruction.to_dict())
         return segments, info
-
-    def _window_segments(self, result: AskResult, parse: str, window_len: float,
-                         temperature: float) -> list[Segment]:
-        """The window's answer as segments, each with the tokens its text came from."""
-        detok = IncrementalDetokenizer(self.tokenizer)
-        starts, text = [], ""
-        for token in result.token_ids:  # where each token's text begins in the decoded answer
-            starts.append(len(text))
-            text += detok.push(token)
-        text += detok.flush()
-        if parse in ("timestamps", "speakers"):
-            found, ranges = parse_timestamped(text, window_len, speakers=parse == "speakers",
-                                              with_spans=True)
-        elif parse == "events":
-            found, ranges = parse_events(text, window_len, with_spans=True)
-        else:
-            answer = result.text.strip()
-            found, ranges = ([Segment(0.0, window_len, answer)], [(0, len(text))]) if answer else ([], [])
-        logprobs = result.logprobs or []
-        window_avg = result.avg_logprob
-        for seg, members in zip(found, _tokens_by_range(starts, ranges)):
-            seg.tokens = [result.token_ids[i] for i in members]
-            picked = [logprobs[i] for i in members if i < len(logprobs)]
-            seg.avg_logprob = round(sum(picked) / len(picked), 6) if picked else (
-                None if window_avg is None else round(window_avg, 6))
-            seg.temperature = float(temperature)
-            seg.compression_ratio = compression_ratio(seg.text)
-        return found
 
     @staticmethod
     def load(audio: AudioInput) -> np.ndarray:
@@ -432,18 +406,3 @@ def _checked_windows(windows: Sequence[tuple[float, float]], duration: float
                              "ends: windows must be in time order without overlap")
         out.append((start, min(end, duration)))
     return out
-
-
-def _tokens_by_range(starts: list[int], ranges: list[tuple[int, int]]) -> list[list[int]]:
-    """Token indexes for each character range: a token goes to the first range (in text order)
-    that ends after the token starts (tokens past the last range go to the last)."""
-    groups: list[list[int]] = [[] for _ in ranges]
-    if not ranges:
-        return groups
-    order = sorted(range(len(ranges)), key=lambda k: ranges[k])
-    k = 0
-    for index, begin in enumerate(starts):
-        while k < len(order) - 1 and begin >= ranges[order[k]][1]:
-            k += 1
-        groups[order[k]].append(index)
-    return groups
