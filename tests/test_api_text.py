@@ -361,3 +361,20 @@ def test_cli_prompt_is_sent_as_plain_text(tmp_path, bundle, wav):
     doc = json.loads(proc.stdout)
     assert doc["info"]["prompt"] == {"prompt": "Name the instruments.<|im_end|>", "task": None,
                                      "language": None, "custom_prompt": True}
+
+
+def test_tokens_by_range_gives_every_token_one_segment():
+    from edge_runtime.answers import tokens_by_range
+
+    # ranges in time order need not be in text order (events are sorted by time)
+    assert tokens_by_range([0, 2, 5, 9, 12], [(6, 12), (0, 6)]) == [[3, 4], [0, 1, 2]]
+    assert tokens_by_range([0, 1], []) == []
+    assert tokens_by_range([0, 3, 4, 8], [(2, 4), (5, 7)]) == [[0, 1], [2, 3]]
+
+
+def test_ask_json_reports_the_mean_logprob(tmp_path, bundle, wav):
+    proc = cli("ask", wav, Q, "-m", bundle, "--json", "--max-new-tokens", "6", "--ignore-eos",
+               "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert len(doc["token_ids"]) == 6 and doc["avg_logprob"] < 0
