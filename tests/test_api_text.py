@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "edge_runtime.cli", *map(str, args)],
                           capture_output=True, text=True, cwd=ROOT, timeout=timeout,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-                               "HOME": str(ROOT / ".no-home")})
+                               "HOME": str(Path(tempfile.gettempdir()) / "edge-moss-api-text-home")})
 
 
 # ---- per-token log-probabilities -----------------------------------------------------------------
