@@ -19,8 +19,8 @@ from .errors import AudioError
 from .features import StreamingLogMel, log_mel
 from .generation import CachedLM, DecodeResult, GenerationOptions
 from .offline import enforce_offline
+from .options import DecodeOptions, ModelOptions, WindowOptions
 from .prompt import AudioSpanInterleaver, PromptBuilder
-from .sampling import SamplerConfig
 from .segments import Segment, TranscriptionInfo
 from .timestamps import PLAIN_INSTRUCTION, TIMESTAMP_INSTRUCTION, parse_timestamped, split_thinking
 from .tokenizer import IncrementalDetokenizer, load_tokenizer
@@ -63,24 +63,8 @@ class AskStream:
         return self._pieces
 
 
-@dataclass
-class DecodeSettings:
-    """Sampling and length settings shared by ask and transcribe."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int | None = None
-    ignore_eos: bool = False
-
-    def options(self) -> GenerationOptions:
-        return GenerationOptions(
-            max_new_tokens=self.max_new_tokens,
-            sampler=SamplerConfig(temperature=self.temperature, top_k=self.top_k,
-                                  top_p=self.top_p, seed=self.seed),
-            ignore_eos=self.ignore_eos,
-        )
+# Sampling and length settings shared by ask and transcribe; they check themselves (options.py).
+DecodeSettings = DecodeOptions
 
 
 class EdgeMoss:
@@ -88,6 +72,7 @@ class EdgeMoss:
 
     def __init__(self, bundle: str | Path, device: str = "cpu", threads: int | None = None,
                  max_context: int | None = None, system: str | None = None, verify: bool = False):
+        ModelOptions(threads=threads, max_context=max_context)
         enforce_offline()
         start = time.perf_counter()
         self.bundle: Bundle = verify_bundle(bundle, full=verify)
@@ -181,8 +166,8 @@ class EdgeMoss:
     def ask(self, audio: AudioInput, question: str, *, stream: bool = False,
             system: str | None = None, **settings: Any) -> AskResult | AskStream:
         """Answer `question` about `audio`. With stream=True, iterate the result for text pieces."""
-        samples = self.load(audio)
         decode = DecodeSettings(**settings)
+        samples = self.load(audio)
         if not stream:
             return self._run(samples, question, decode, system)
         holder = AskStream(iter(()))
@@ -208,7 +193,7 @@ class EdgeMoss:
 
     def transcribe(self, audio: AudioInput, *, timestamps: bool = True, window_s: float = 30.0,
                    vad: bool = True, max_new_tokens: int = 448,
-                   progress: Callable[[int, int], None] | None = None,
+                   progress: Callable[[float, float], None] | None = None,
                    windows: list[tuple[float, float]] | None = None, front_end: str = "clip",
                    **settings: Any) -> tuple[list[Segment], TranscriptionInfo]:
         """Transcribe `audio` window by window; segments carry absolute times in seconds.
@@ -216,9 +201,12 @@ class EdgeMoss:
         Windows come from the VAD's speech regions (or quiet points when vad=False), at most
         `window_s` long; pass `windows` [(start_s, end_s)] to impose a segmentation (the live
         path's utterances, say) and front_end="streaming" to use the live path's mel floor.
+        progress(done_s, total_s) is called after each window with seconds of audio.
         """
         from .windows import plan_windows, plan_windows_from_regions
 
+        WindowOptions(window_s=window_s)
+        decode = DecodeSettings(max_new_tokens=max_new_tokens, **settings)
         samples = self.load(audio)
         duration = samples.size / facts.SAMPLE_RATE
         start = time.perf_counter()
@@ -235,7 +223,6 @@ class EdgeMoss:
         else:
             windows = plan_windows(samples, max_window_s=window_s)
         instruction = TIMESTAMP_INSTRUCTION if timestamps else PLAIN_INSTRUCTION
-        decode = DecodeSettings(max_new_tokens=max_new_tokens, **settings)
         segments: list[Segment] = []
         audio_tokens = generated = 0
         for index, (lo, hi) in enumerate(windows):
@@ -254,7 +241,9 @@ class EdgeMoss:
                 found = [Segment(0.0, window_len, text)] if text else []
             segments.extend(seg.shift(offset) for seg in found)
             if progress is not None:
-                progress(index + 1, len(windows))
+                progress(min(hi / facts.SAMPLE_RATE, duration), duration)
+        if progress is not None:
+            progress(duration, duration)
         sr = facts.SAMPLE_RATE
         info = TranscriptionInfo(duration=duration, windows=[(lo / sr, hi / sr) for lo, hi in windows],
                                  audio_tokens=audio_tokens, generated_tokens=generated,

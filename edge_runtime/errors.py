@@ -31,3 +31,12 @@ class MissingExtraError(EdgeMossError):
 
 class InputError(EdgeMossError):
     """Command-line inputs that name no audio: a missing path, an empty folder or glob, a bad list."""
+
+
+class OutputError(EdgeMossError):
+    """An output that cannot be written, or that would overwrite an input or another output."""
+
+
+class OptionError(EdgeMossError, ValueError):
+    """An option value outside its accepted range. A ValueError too, so API callers that catch
+    ValueError keep working; the message names the CLI flag and the API argument alike."""
