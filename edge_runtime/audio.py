@@ -18,9 +18,9 @@ import soundfile
 import soxr
 
 from .errors import AudioError
+from .inputs import STDIN, display_name
 from .model_facts import HOP_LENGTH, SAMPLE_RATE
 
-STDIN = "-"  # read the audio from standard input
 
 RESAMPLE_QUALITY = "HQ"
 
@@ -103,12 +103,6 @@ def to_mono_16k(samples: np.ndarray, sr: int, *, name: str | None = None,
     return out
 
 
-def _display(path: str | Path) -> str:
-    """A name fit for a one-line message: undecodable bytes of a non-UTF-8 name are escaped."""
-    return "standard input" if str(path) == STDIN else os.fsdecode(path).encode(
-        "utf-8", "backslashreplace").decode("utf-8")
-
-
 def _read_all(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 1 << 20):
@@ -123,7 +117,7 @@ def _open(path: str | Path) -> soundfile.SoundFile:
     included) and an unreadable file says "permission denied" rather than "corrupt". Streams that
     cannot seek (stdin, pipes, FIFOs) are read whole into memory first: libsndfile seeks in them.
     """
-    name = _display(path)
+    name = display_name(path)
     try:
         if str(path) == STDIN:
             if sys.stdin is None:
@@ -168,7 +162,7 @@ def _reason(exc: Exception) -> str:
 
 def _read_error(path: str | Path, exc: Exception) -> AudioError:
     reason = _reason(exc)
-    return AudioError(f"cannot decode audio file {_display(path)}: {reason}")
+    return AudioError(f"cannot decode audio file {display_name(path)}: {reason}")
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -179,7 +173,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         except (soundfile.LibsndfileError, RuntimeError) as exc:
             raise _read_error(path, exc) from None
         rate = f.samplerate
-    return to_mono_16k(data, rate, name=_display(path), sample_rate=sample_rate)
+    return to_mono_16k(data, rate, name=display_name(path), sample_rate=sample_rate)
 
 
 def iter_audio_blocks(path: str | Path, block_seconds: float = 30.0,
@@ -193,7 +187,7 @@ def iter_audio_blocks(path: str | Path, block_seconds: float = 30.0,
     """
     if block_seconds <= 0:
         raise ValueError("block_seconds must be positive")
-    name = _display(path)
+    name = display_name(path)
     with _open(path) as f:
         rate = f.samplerate
         frames_per_block = max(1, int(round(block_seconds * rate)))

@@ -26,6 +26,14 @@ AUDIO_EXTENSIONS = frozenset({
 _GLOB_CHARS = frozenset("*?[")
 
 
+def display_name(item: str | os.PathLike) -> str:
+    """An input as messages and headers name it: "standard input" for '-'; the undecodable bytes
+    of a non-UTF-8 file name escaped (\\xff), so the line can always be printed."""
+    if str(item) == STDIN:
+        return "standard input"
+    return os.fsencode(item).decode("utf-8", "backslashreplace")
+
+
 def is_audio_name(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
