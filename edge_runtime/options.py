@@ -25,14 +25,19 @@ def _fail(flag: str, arg: str, wanted: str, value) -> OptionError:
     return OptionError(f"{flag} ({arg}) must be {wanted}, got {value!r}")
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def check_number(value, flag: str, arg: str, lo: float, hi: float, *, integer: bool = False,
                  above: bool = False, unit: str = "", none_ok: bool = False):
     """`value` if it is a finite number in [lo, hi] ((lo, hi] with above=True), else OptionError."""
     if value is None and none_ok:
         return None
     kind = "an integer" if integer else "a number"
-    low = f"above {lo:g}" if above else f"from {lo:g}"
-    wanted = f"{kind} {low} to {hi:g}{unit}" if not above else f"{kind} {low} and at most {hi:g}{unit}"
+    low = f"above {_num(lo)}" if above else f"from {_num(lo)}"
+    wanted = (f"{kind} {low} and at most {_num(hi)}{unit}" if above
+              else f"{kind} {low} to {_num(hi)}{unit}")
     if none_ok:
         wanted += " (or unset)"
     if isinstance(value, bool) or not isinstance(value, Real):
