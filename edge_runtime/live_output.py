@@ -33,6 +33,14 @@ def transcript_format(path: str | os.PathLike) -> str:
     return TRANSCRIPT_FORMATS[suffix]
 
 
+def check_transcript_path(path: str | os.PathLike) -> str:
+    """Before a session starts: the transcript's format, and that the name is not a folder."""
+    fmt = transcript_format(path)
+    if os.path.isdir(path):
+        raise OutputError(f"cannot write --transcript {path}: it is a folder")
+    return fmt
+
+
 def check_audio_path(path: str | os.PathLike) -> None:
     """--save-audio writes a new float WAV: the name must end in .wav and not exist yet."""
     path = Path(path)
@@ -49,9 +57,7 @@ class TranscriptFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.fmt = transcript_format(self.path)
-        if self.path.is_dir():
-            raise OutputError(f"cannot write --transcript {self.path}: it is a folder")
+        self.fmt = check_transcript_path(self.path)
         try:
             self._cue = self._existing_cues() if self.fmt == "srt" else 0
             self._fh = open_private(self.path, "a")
@@ -60,7 +66,7 @@ class TranscriptFile:
 
     def _existing_cues(self) -> int:
         # Appending to an srt file continues its numbering.
-        if not self.path.is_file():
+        if not os.path.isfile(self.path):
             return 0
         text = self.path.read_text(encoding="utf-8", errors="replace")
         return sum(1 for block in text.split("\n\n") if "-->" in block)

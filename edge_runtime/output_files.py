@@ -114,7 +114,7 @@ def _clashes(names: Sequence[str]) -> list[list[int]]:
 def make_folder(path: str | os.PathLike) -> Path:
     """Create the output folder (and parents), or say in one line why not."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    if os.path.exists(path) and not os.path.isdir(path):
         raise OutputError(f"cannot write into {path}: it is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -132,8 +132,9 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     temporary file is removed, the old file is left as it was, and OutputError says why.
     """
     path = Path(path)
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    if target.is_dir():
+    # os.path's tests answer False on an OS error (a name too long): the write then says why
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else path
+    if os.path.isdir(target):
         raise OutputError(f"cannot write {path}: it is a folder")
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     folder = target.parent

@@ -59,13 +59,13 @@ def _options(args) -> LiveOptions:
 
 def _check_files(args) -> None:
     """Before anything opens: no output is the input or the other output, formats are known."""
-    from ..live_output import check_audio_path, transcript_format
+    from ..live_output import check_audio_path, check_transcript_path
 
     outputs = [(flag, path) for flag, path in (("--transcript", args.transcript),
                                                ("--save-audio", args.save_audio)) if path]
     check_outputs([args.input] if args.input else [], outputs)
     if args.transcript:
-        transcript_format(args.transcript)
+        check_transcript_path(args.transcript)
     if args.save_audio:
         check_audio_path(args.save_audio)
 
