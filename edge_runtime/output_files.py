@@ -128,7 +128,8 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
 
     Written to a temporary file in the same folder (so the rename never crosses file systems),
     fsync'd, then renamed over `path`; the folder is fsync'd so the rename itself survives a
-    power cut. A symlink is written through (the file it names is replaced). On any failure the
+    power cut. A symlink is written through (the file it names is replaced); a device, FIFO or
+    socket is never replaced (OutputError). On any failure the
     temporary file is removed, the old file is left as it was, and OutputError says why.
     """
     path = Path(path)
@@ -136,6 +137,9 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     target = Path(os.path.realpath(path)) if os.path.islink(path) else path
     if os.path.isdir(target):
         raise OutputError(f"cannot write {path}: it is a folder")
+    if os.path.exists(target) and not os.path.isfile(target):
+        # a device, FIFO or socket: renaming over it would destroy it, not write into it
+        raise OutputError(f"cannot write {path}: it is not a regular file")
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     folder = target.parent
     tmp = None
