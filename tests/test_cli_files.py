@@ -338,3 +338,39 @@ def test_unreadable_file_in_the_cli(tmp_path, bundle):
     rec.chmod(0)
     code, _, err = run_cli("transcribe", str(rec), "-m", str(bundle))
     assert_refused(code, err, "permission denied")
+
+
+# ------------------------------------------------------------------ formats and the terminal
+
+def test_several_formats_in_one_run_each_parse(tmp_path, bundle):
+    import srt
+    import webvtt
+
+    rec = wav(tmp_path / "talk.wav", 2.0)
+    out = tmp_path / "out"
+    code, _, err = run_cli("transcribe", str(rec), "-o", str(out), "-f", "srt,vtt,json",
+                           "--timestamps", "-m", str(bundle), *TOKENS)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["talk.json", "talk.srt", "talk.vtt"]
+    list(srt.parse((out / "talk.srt").read_text()))
+    webvtt.read(str(out / "talk.vtt"))
+    assert json.loads((out / "talk.json").read_text())["info"]["duration"] == 2.0
+    assert len([line for line in err.splitlines() if line.startswith("wrote ")]) == 3
+    summary = [line for line in err.splitlines() if "real-time factor" in line]
+    assert len(summary) == 1 and "talk.wav: 2.0 s of audio in" in summary[0]
+
+
+def test_timestamps_on_the_terminal_are_whisper_cpp_lines():
+    import re
+
+    from edge_runtime.commands.transcribe import terminal_text
+    from edge_runtime.segments import Segment
+
+    segments = [Segment(0.0, 4.12, "Hello there."), Segment(3725.5, 3727.25, "two\nlines"),
+                Segment(5.0, 6.0, "   ")]
+    text = terminal_text(segments, "txt", None, timestamps=True)
+    assert text == ("[00:00:00.000 --> 00:00:04.120]  Hello there.\n"
+                    "[01:02:05.500 --> 01:02:07.250]  two lines\n")
+    assert all(re.fullmatch(r"\[\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}\]  \S.*", line)
+               for line in text.splitlines())
+    assert terminal_text(segments, "txt", None, timestamps=False) == "Hello there.\ntwo lines\n"
