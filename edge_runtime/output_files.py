@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,6 +41,14 @@ def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _stdin_identity() -> tuple[int, int] | None:
+    try:
+        st = os.fstat(sys.stdin.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
 def _real(path: str | os.PathLike) -> str:
     return os.path.normcase(os.path.realpath(path))
 
@@ -52,7 +62,10 @@ def check_outputs(inputs: Iterable[str | os.PathLike], outputs: Iterable[tuple[s
     """
     seen_inputs = []
     for item in inputs:
-        if str(item) == "-":
+        if str(item) == "-":  # standard input redirected from a file (`< talk.wav`) is that file
+            ident = _stdin_identity()
+            if ident is not None:
+                seen_inputs.append(("standard input", None, ident))
             continue
         seen_inputs.append((str(item), _real(item), _identity(item)))
     taken: dict[str, str] = {}

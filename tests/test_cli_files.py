@@ -374,3 +374,27 @@ def test_timestamps_on_the_terminal_are_whisper_cpp_lines():
     assert all(re.fullmatch(r"\[\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}\]  \S.*", line)
                for line in text.splitlines())
     assert terminal_text(segments, "txt", None, timestamps=False) == "Hello there.\ntwo lines\n"
+
+
+def test_stdin_redirected_from_an_output_is_refused(tmp_path, bundle):
+    rec = wav(tmp_path / "out" / "stdin.txt")  # a WAV where `-`'s transcript would go
+    before = digests(tmp_path)
+    with open(rec, "rb") as handle:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "transcribe", "-", "-o",
+                               str(tmp_path / "out"), "-m", str(bundle)], stdin=handle,
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert_refused(proc.returncode, proc.stderr, "is the input standard input")
+    assert digests(tmp_path) == before
+
+
+def test_the_api_reports_progress_in_seconds_of_audio(tmp_path, tiny_checkpoint, bundle_factory):
+    from edge_runtime.api import EdgeMoss
+
+    model = EdgeMoss(bundle_factory(tiny_checkpoint, "int8", "chunked"), threads=1)
+    calls = []
+    model.transcribe(test_clip(14.0), vad=False, window_s=6.0, max_new_tokens=2,
+                     progress=lambda done, total: calls.append((done, total)))
+    assert len(calls) >= 3 and all(total == 14.0 for _, total in calls)
+    dones = [done for done, _ in calls]
+    assert dones == sorted(dones) and dones[-1] == 14.0 and 0 < dones[0] < 14.0

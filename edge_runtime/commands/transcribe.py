@@ -8,11 +8,12 @@ on stderr, the others still run, and the exit code says that some failed.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
-from ..errors import EdgeMossError, OptionError
+from ..errors import EdgeMossError, OptionError, OutputError
 from ..inputs import display_name, expand_inputs
 from ..options import TRANSCRIPT_FORMATS, WindowOptions, output_formats
 from ..output_files import check_outputs, make_folder, plan_output_names
@@ -101,11 +102,13 @@ def run(args) -> int:
 
 def _plan(inputs: list[str], out_dir: Path, formats: tuple[str, ...]) -> dict[str, list[tuple[str, Path]]]:
     """Every output path of the run, checked up front: one name per input, none of them an input."""
-    make_folder(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputError(f"cannot write into {out_dir}: it is a file, not a folder")
     names = plan_output_names(inputs)
     targets = {item: [(fmt, out_dir / f"{name}.{fmt}") for fmt in formats]
                for item, name in zip(inputs, names)}
     check_outputs(inputs, [("output", path) for paths in targets.values() for _, path in paths])
+    make_folder(out_dir)  # only once nothing is refused
     return targets
 
 
