@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 from .errors import OptionError
-
-TRANSCRIPT_FORMATS = ("txt", "srt", "vtt", "json")
+from .subtitles import FORMATS as TRANSCRIPT_FORMATS  # the formats the writers know
 # plan_windows looks for a quiet cut in the last 5 s of a window and keeps at least 1 s after it
 MIN_WINDOW_S = 6.0
 MAX_WINDOW_S = 120.0
