@@ -124,8 +124,11 @@ class AudioFile:
             raise OutputError(f"cannot write --save-audio {self.path}: {reason(exc)}") from None
 
     def close(self) -> None:
-        self._sf.close()
-        self._raw.close()
+        try:
+            self._sf.close()  # writes the final header
+            self._raw.close()
+        except (OSError, RuntimeError) as exc:
+            raise OutputError(f"cannot finish --save-audio {self.path}: {exc}") from None
 
 
 def clock(seconds: float) -> str:

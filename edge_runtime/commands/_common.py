@@ -90,6 +90,9 @@ def decode_settings(args: argparse.Namespace) -> dict:
 
 
 def model_options(args: argparse.Namespace) -> ModelOptions:
+    """The model flags, checked with the others before any input is read."""
+    if getattr(args, "backend", "onnx") != "torch" and getattr(args, "bnb", None) is not None:
+        raise BundleError("--bnb applies to --backend torch only")
     return ModelOptions(threads=args.threads, max_context=args.max_context)
 
 
