@@ -37,11 +37,14 @@ def _compute_device(value: str) -> str:
     return value
 
 
-def add_model_args(parser: argparse.ArgumentParser, backend_flag: bool = True) -> None:
+def add_model_args(parser: argparse.ArgumentParser, device_flag: bool = True,
+                   backend_flag: bool | None = None) -> None:
     """--model/--device/--threads/--max-context (+ --backend/--bnb). --device is the compute
     device in every command (--provider is the same option); `listen` names its microphone
-    --mic-device. backend_flag adds --backend onnx|torch and --bnb; `listen` needs the ONNX
-    encoder's chunk interface, so it gets neither."""
+    --mic-device. backend_flag (default: device_flag, kept for older callers) adds --backend
+    onnx|torch and --bnb; `listen` needs the ONNX encoder's chunk interface, so it gets neither."""
+    if backend_flag is None:
+        backend_flag = device_flag
     group = parser.add_argument_group("model")
     group.add_argument("--model", "-m", default=os.environ.get(MODEL_ENV),
                        help=f"bundle folder made by `edge-moss export` (default: ${MODEL_ENV})")
