@@ -13,6 +13,7 @@ from typing import Any, Callable, Generator, Iterator, Sequence
 import numpy as np
 
 from . import model_facts as facts
+from .answers import answer_segments
 from .audio import load_audio, to_mono_16k
 from .audio_encoder import AudioEncoder, AudioFeatures
 from .bundle import AUDIO_GRAPH, DECODER_GRAPH, Bundle, verify_bundle
@@ -20,12 +21,11 @@ from .decoder import Decoder
 from .embeddings import EmbeddingTable
 from .errors import AudioError, BusyError, OptionError
 from .features import StreamingLogMel, log_mel
-from .generation import CachedLM, DecodeResult, GenerationOptions
+from .generation import CachedLM, DecodeResult
 from .offline import enforce_offline
+from .options import DecodeOptions, ModelOptions, WindowOptions
 from .prompt import AudioSpanInterleaver, PromptBuilder
 from .prompts import instruction_for
-from .sampling import SamplerConfig
-from .answers import answer_segments
 from .segments import Segment, TranscriptionInfo
 from .timestamps import split_thinking
 from .tokenizer import IncrementalDetokenizer, load_tokenizer
@@ -74,24 +74,8 @@ class AskStream:
         return self._pieces
 
 
-@dataclass
-class DecodeSettings:
-    """Sampling and length settings shared by ask and transcribe."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int | None = None
-    ignore_eos: bool = False
-
-    def options(self) -> GenerationOptions:
-        return GenerationOptions(
-            max_new_tokens=self.max_new_tokens,
-            sampler=SamplerConfig(temperature=self.temperature, top_k=self.top_k,
-                                  top_p=self.top_p, seed=self.seed),
-            ignore_eos=self.ignore_eos,
-        )
+# Sampling and length settings shared by ask and transcribe; they check themselves (options.py).
+DecodeSettings = DecodeOptions
 
 
 class EdgeMoss:
@@ -99,6 +83,7 @@ class EdgeMoss:
 
     def __init__(self, bundle: str | Path, device: str = "cpu", threads: int | None = None,
                  max_context: int | None = None, system: str | None = None, verify: bool = False):
+        ModelOptions(threads=threads, max_context=max_context)
         enforce_offline()
         start = time.perf_counter()
         self.bundle: Bundle = verify_bundle(bundle, full=verify)
@@ -246,8 +231,6 @@ class EdgeMoss:
             raise TypeError(f"system must be a str, not {type(system).__name__}")
         decode = DecodeSettings(max_new_tokens=max_new_tokens, temperature=temperature,
                                 top_k=top_k, top_p=top_p, seed=seed, ignore_eos=ignore_eos)
-        options = decode.options()  # checks the settings before any work
-        _check_max_new_tokens(options.max_new_tokens)
         samples = self.load(audio)
         if not stream:
             return self._run(samples, question, decode, system)
@@ -278,7 +261,7 @@ class EdgeMoss:
                    prompt: str | None = None, window_s: float = 30.0, vad: bool = True,
                    max_new_tokens: int = 448, temperature: float = 0.0, top_k: int = 0,
                    top_p: float = 1.0, seed: int | None = None, ignore_eos: bool = False,
-                   progress: Callable[[int, int], None] | None = None,
+                   progress: Callable[[float, float], None] | None = None,
                    windows: Sequence[tuple[float, float]] | None = None,
                    front_end: str = "clip") -> tuple[list[Segment], TranscriptionInfo]:
         """Transcribe `audio` window by window; segments carry absolute times in seconds.
@@ -297,7 +280,8 @@ class EdgeMoss:
             window_s: longest window fed to the model at once, in seconds.
             vad: cut at the Silero VAD's speech regions (off: at quiet points).
             max_new_tokens, temperature, top_k, top_p, seed, ignore_eos: decoding, per window.
-            progress: called as progress(windows_done, windows_total).
+            progress: called as progress(done_s, total_s) after each window, in seconds
+                of audio.
             windows: [(start_s, end_s)] to impose a segmentation (e.g. the live path's
                 utterances); in time order, without overlap, inside the audio.
             front_end: "clip" (the reference's mel) or "streaming" (the live path's mel floor).
@@ -312,8 +296,7 @@ class EdgeMoss:
                                       language=language, prompt=prompt)
         decode = DecodeSettings(max_new_tokens=max_new_tokens, temperature=temperature,
                                 top_k=top_k, top_p=top_p, seed=seed, ignore_eos=ignore_eos)
-        decode.options()  # checks the settings before any work
-        _check_max_new_tokens(max_new_tokens)
+        WindowOptions(window_s=window_s)
         samples = self.load(audio)
         duration = samples.size / facts.SAMPLE_RATE
         start = time.perf_counter()
@@ -346,7 +329,9 @@ class EdgeMoss:
                                     result.text, instruction.parse, piece.size / sr, temperature)
             segments.extend(seg.shift(lo / sr) for seg in found)
             if progress is not None:
-                progress(index + 1, len(windows))
+                progress(min(hi / sr, duration), duration)
+        if progress is not None:
+            progress(duration, duration)
         for number, seg in enumerate(segments):
             seg.id = number
         timings = {"load_s": round(self.load_s, 4), **{k: round(v, 4) for k, v in stages.items()},
@@ -374,11 +359,6 @@ def _quant_summary(quantization: dict[str, Any]) -> dict[str, Any]:
     if isinstance(decoder, dict):
         decoder = {k: v for k, v in decoder.items() if isinstance(v, (str, int, float, bool))}
     return {"audio": quantization.get("audio"), "decoder": decoder}
-
-
-def _check_max_new_tokens(value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise OptionError(f"max_new_tokens must be an integer >= 1, got {value!r}")
 
 
 def _checked_windows(windows: Sequence[tuple[float, float]], duration: float

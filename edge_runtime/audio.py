@@ -6,6 +6,10 @@ averaged, and other sample rates are resampled with soxr. Problems become one-li
 
 from __future__ import annotations
 
+import io
+import os
+import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +17,10 @@ import numpy as np
 import soundfile
 import soxr
 
-from edge_runtime.errors import AudioError
-from edge_runtime.model_facts import HOP_LENGTH, SAMPLE_RATE
+from .errors import AudioError
+from .inputs import STDIN, display_name
+from .model_facts import HOP_LENGTH, SAMPLE_RATE
+
 
 RESAMPLE_QUALITY = "HQ"
 
@@ -97,22 +103,66 @@ def to_mono_16k(samples: np.ndarray, sr: int, *, name: str | None = None,
     return out
 
 
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _open(path: str | Path) -> soundfile.SoundFile:
-    path = Path(path)
-    if not path.exists():
-        raise AudioError(f"audio file not found: {path}")
-    if path.is_dir():
-        raise AudioError(f"audio path is a directory, not a file: {path}")
+    """Open a file, `-` (standard input) or a FIFO for reading.
+
+    The file is opened here, by descriptor, so any name the OS accepts works (non-UTF-8 bytes
+    included) and an unreadable file says "permission denied" rather than "corrupt". Streams that
+    cannot seek (stdin, pipes, FIFOs) are read whole into memory first: libsndfile seeks in them.
+    """
+    name = display_name(path)
     try:
-        return soundfile.SoundFile(str(path))
+        if str(path) == STDIN:
+            if sys.stdin is None:
+                raise ValueError("there is no standard input")
+            fd = os.dup(sys.stdin.fileno())
+        else:
+            fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise AudioError(f"audio file not found: {name}") from None
+    except PermissionError:
+        raise AudioError(f"cannot read {name}: permission denied") from None
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL, or no stdin at all
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise AudioError(f"cannot open {name}: {why}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise AudioError(f"audio path is a directory, not a file: {name}")
+        if stat.S_ISREG(mode):
+            source, fd = fd, -1  # the SoundFile owns it now
+            return soundfile.SoundFile(source, closefd=True)
+        try:
+            data = _read_all(fd)
+        except OSError as exc:
+            raise AudioError(f"cannot read {name}: {exc.strerror or exc}") from None
+        if not data:
+            raise AudioError(f"{_describe(name)} is empty (no data)")
+        return soundfile.SoundFile(io.BytesIO(data))
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(f"cannot read {path} as audio (unsupported or corrupt file: {reason})") from None
+        reason = _reason(exc)
+        raise AudioError(f"cannot read {name} as audio (unsupported or corrupt file: {reason})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _reason(exc: Exception) -> str:
+    # libsndfile's own words, without soundfile's "Error opening <fd>: " prefix
+    text = getattr(exc, "error_string", None) or str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _read_error(path: str | Path, exc: Exception) -> AudioError:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return AudioError(f"cannot decode audio file {path}: {reason}")
+    reason = _reason(exc)
+    return AudioError(f"cannot decode audio file {display_name(path)}: {reason}")
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -123,7 +173,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         except (soundfile.LibsndfileError, RuntimeError) as exc:
             raise _read_error(path, exc) from None
         rate = f.samplerate
-    return to_mono_16k(data, rate, name=str(path), sample_rate=sample_rate)
+    return to_mono_16k(data, rate, name=display_name(path), sample_rate=sample_rate)
 
 
 def iter_audio_blocks(path: str | Path, block_seconds: float = 30.0,
@@ -137,7 +187,7 @@ def iter_audio_blocks(path: str | Path, block_seconds: float = 30.0,
     """
     if block_seconds <= 0:
         raise ValueError("block_seconds must be positive")
-    name = str(path)
+    name = display_name(path)
     with _open(path) as f:
         rate = f.samplerate
         frames_per_block = max(1, int(round(block_seconds * rate)))

@@ -37,5 +37,10 @@ class BusyError(EdgeMossError, RuntimeError):
     """One EdgeMoss object asked for a second generation while its KV cache is in use."""
 
 
+class OutputError(EdgeMossError):
+    """An output that cannot be written, or that would overwrite an input or another output."""
+
+
 class OptionError(EdgeMossError, ValueError):
-    """An option value or combination that cannot work: a ValueError in the API, one line in the CLI."""
+    """An option value outside its accepted range. A ValueError too, so API callers that catch
+    ValueError keep working; the message names the CLI flag and the API argument alike."""

@@ -26,6 +26,14 @@ AUDIO_EXTENSIONS = frozenset({
 _GLOB_CHARS = frozenset("*?[")
 
 
+def display_name(item: str | os.PathLike) -> str:
+    """An input as messages and headers name it: "standard input" for '-'; the undecodable bytes
+    of a non-UTF-8 file name escaped (\\xff), so the line can always be printed."""
+    if str(item) == STDIN:
+        return "standard input"
+    return os.fsencode(item).decode("utf-8", "backslashreplace")
+
+
 def is_audio_name(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
@@ -63,7 +71,7 @@ def _expand_one(spec: str, depth: int = 0) -> list[str]:
     if spec.startswith("@") and len(spec) > 1:
         return _list_file(spec, depth)
     path = Path(spec)
-    if path.is_dir():
+    if os.path.isdir(path):  # os.path's tests answer False for any OS error, such as a long name
         files = _folder_files(path)
         if not files:
             raise InputError(f"folder {spec}: no audio files in it "
@@ -75,9 +83,15 @@ def _expand_one(spec: str, depth: int = 0) -> list[str]:
         matches = sorted(m for m in glob.glob(spec, recursive=True)
                          if os.path.isfile(m) and is_audio_name(m))
         if not matches:
-            raise InputError(f"pattern {spec}: matches no audio file")
+            raise InputError(f"pattern {display_name(spec)}: matches no audio file")
         return matches
-    raise InputError(f"{spec}: no such file or folder")
+    try:
+        os.lstat(spec)
+        why = "no such file or folder"
+    except (OSError, ValueError) as exc:
+        why = (getattr(exc, "strerror", None) or str(exc)).lower()
+        why = "no such file or folder" if why == "no such file or directory" else why
+    raise InputError(f"{display_name(spec)}: {why}")
 
 
 def expand_inputs(specs: list[str], *, allow_stdin: bool = True) -> list[str]:

@@ -23,6 +23,7 @@ from .audio_encoder import AudioFeatures
 from .endpointing import (EndpointConfig, Endpointer, SpeechDiscarded, SpeechStart, Utterance,
                           refine_end)
 from .features import StreamingLogMel
+from .options import LiveOptions
 from .segments import Segment
 from .timestamps import PLAIN_INSTRUCTION, TIMESTAMP_INSTRUCTION, parse_timestamped
 from .vad import SileroVAD
@@ -168,10 +169,12 @@ class LiveTranscriber:
                  endpoint: EndpointConfig | None = None, timestamps: bool = True,
                  partial_every_s: float | None = None, max_new_tokens: int = 448,
                  instruction: str | None = None, system: str | None = None):
+        endpoint = endpoint or EndpointConfig()
+        LiveOptions.of(endpoint, partial_every_s, max_new_tokens)  # the CLI's checks and words
         self.model = model
         self.on_event = on_event
         self.vad = SileroVAD()
-        self.endpointer = Endpointer(endpoint or EndpointConfig())
+        self.endpointer = Endpointer(endpoint)
         self.utterance = UtteranceDecoder(model, timestamps=timestamps, instruction=instruction,
                                           system=system, max_new_tokens=max_new_tokens)
         self.partial_every = int(partial_every_s * facts.SAMPLE_RATE) if partial_every_s else None

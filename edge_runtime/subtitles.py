@@ -1,7 +1,7 @@
 """Transcript writers: plain text, SubRip (.srt), WebVTT (.vtt) and JSON.
 
 All writers take a list of Segment and return a string; write_transcript puts one on disk,
-owner-only (see private_files).
+owner-only and atomically (see output_files).
 
 Subtitle lines wrap as whisper's writers do with --max_line_width / --max_line_count: words are
 packed greedily into lines of at most max_line_width characters, and when a cue would exceed
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import OptionError
-from .private_files import open_private
 from .segments import Segment, TranscriptionInfo
 
 FORMATS = ("txt", "srt", "vtt", "json")
@@ -214,16 +213,21 @@ def write_transcript(
     info: TranscriptionInfo | None = None,
     **render_options,
 ) -> Path:
-    """Write the transcript to disk (mode 0600) and return the path written.
+    """Write the transcript to disk (mode 0600, atomically: see output_files) and return the path.
 
     If `path_or_stem` already ends in '.<fmt>' it is used as is; otherwise '.<fmt>' is appended
     (so 'talk' and 'talk.srt' both give 'talk.srt', and 'talk.wav' gives 'talk.wav.srt').
+    An unknown format is refused (OptionError) before anything is written.
     """
+    from .options import output_formats
+    from .output_files import write_atomic
+
+    formats = output_formats(fmt, FORMATS)
+    if len(formats) != 1:
+        raise ValueError(f"write_transcript writes one format at a time, got {fmt!r}")
+    fmt = formats[0]
     text = render(segments, fmt, info, **render_options)
-    fmt = fmt.lower().lstrip(".")
     path = Path(path_or_stem)
     if path.suffix.lower() != f".{fmt}":
         path = path.with_name(path.name + f".{fmt}")
-    with open_private(path, "w") as handle:
-        handle.write(text)
-    return path
+    return write_atomic(path, text)

@@ -139,13 +139,15 @@ def test_cli_errors(setup, tmp_path, capsys, monkeypatch):
     from edge_runtime.cli import main
 
     ckpt = setup[0]
-    assert main(["ask", "x.wav", "q", "--bnb", "8bit", "--model", str(ckpt)]) == 2
+    wav = tmp_path / "x.wav"  # inputs are checked before the model loads: give a real one
+    wav.write_bytes(b"RIFF")
+    assert main(["ask", str(wav), "q", "--bnb", "8bit", "--model", str(ckpt)]) == 2
     assert "--bnb applies to --backend torch only" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import now fails
     with pytest.raises(MissingExtraError, match=r"pip install 'edge-moss\[gpu,export\]'"):
         bnb_backend.require_torch("4bit")
     bnb_backend.require_torch("none")  # no bitsandbytes needed without quantization
-    assert main(["ask", "x.wav", "q", "--backend", "torch", "--bnb", "4bit", "--model", str(ckpt)]) == 2
+    assert main(["ask", str(wav), "q", "--backend", "torch", "--bnb", "4bit", "--model", str(ckpt)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["edge-moss: error: --bnb 4bit/8bit needs bitsandbytes: pip install 'edge-moss[gpu,export]'"]
 

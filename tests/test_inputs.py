@@ -64,3 +64,19 @@ def test_non_utf8_name_is_listed(tmp_path):
         fh.write(b"x")
     got = expand_inputs([str(tmp_path)])
     assert len(got) == 1 and os.path.exists(got[0])
+
+
+def test_odd_names_are_one_line_or_found(tmp_path):
+    from edge_runtime.inputs import display_name
+
+    with pytest.raises(InputError, match="file name too long"):
+        expand_inputs([str(tmp_path / ("n" * 300 + ".wav"))])
+    raw = os.fsencode(str(tmp_path)) + b"/caf\xe9.wav"  # Latin-1 bytes: not UTF-8
+    with open(raw, "wb") as handle:
+        handle.write(b"x")
+    name = os.fsdecode(raw)
+    assert expand_inputs([str(tmp_path)]) == [name]
+    assert expand_inputs([str(tmp_path / "*.wav")]) == [name]
+    assert display_name(name).endswith("caf\\xe9.wav") and display_name(STDIN) == "standard input"
+    with pytest.raises(InputError, match=r"caf\\xe9.mp3: no such file or folder"):
+        expand_inputs([name[:-4] + ".mp3"])

@@ -168,7 +168,7 @@ def test_microphone_capture_replays_exactly(tmp_path, bundle, speech):
     cap = tmp_path / "cap.wav"
     with PulseRig() as rig:
         env = dict(os.environ, **rig.env)
-        proc = listen_cli("--mic", "--device", "pulse", "--save-audio", str(cap), "--json",
+        proc = listen_cli("--mic", "--mic-device", "pulse", "--save-audio", str(cap), "--json",
                           "--model", str(bundle), "--max-new-tokens", str(TOKENS), env=env)
         time.sleep(4.0)  # model load + stream start
         player = rig.play(speech)

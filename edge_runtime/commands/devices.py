@@ -12,7 +12,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "devices",
         help="list audio input devices (microphones)",
         description="List the audio input devices PortAudio sees; pass an index or name to "
-        "`edge-moss listen --mic --device`.",
+        "`edge-moss listen --mic --mic-device NAME|INDEX` (--device is the compute device).",
     )
     parser.set_defaults(func=run)
     return parser
@@ -32,7 +32,7 @@ def format_devices(devices: list[dict]) -> str:
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.append("* = default input device")
+    lines.append("* = default input device; choose one with `edge-moss listen --mic --mic-device INDEX`")
     return "\n".join(lines)
 
 

@@ -6,48 +6,68 @@ import json
 import signal
 import sys
 
-from ..errors import EdgeMossError
-from ._common import add_model_args, load_model
+from ..options import LiveOptions
+from ..output_files import check_outputs
+from ._common import HelpFormatter, add_model_args, load_model, model_options
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("listen", help="live transcription from the microphone (or a file)",
+                       formatter_class=HelpFormatter,
                        description="Transcribe speech as it is spoken. Complete 4 s chunks are "
                                    "encoded and prefilled while you speak; the final text comes "
                                    "when you pause.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--mic", action="store_true", help="capture from an input device")
-    src.add_argument("--input", metavar="FILE", help="push an audio file through the same path")
-    p.add_argument("--device", default=None, help="input device index or name (see `edge-moss devices`)")
+    src.add_argument("--mic", action="store_true", help="capture from a microphone")
+    src.add_argument("--input", metavar="FILE", help="push an audio file (or - for standard "
+                                                     "input) through the same path")
+    p.add_argument("--mic-device", "--input-device", dest="mic_device", default=None,
+                   metavar="NAME|INDEX",
+                   help="microphone: an input device index or name from `edge-moss devices` "
+                        "(default: the system's default input)")
     p.add_argument("--realtime", action="store_true", help="with --input: pace the file in real time")
     p.add_argument("--partials", action="store_true", help="show provisional text while speaking")
-    p.add_argument("--partial-every", type=float, default=2.0, help="seconds between partials")
-    p.add_argument("--transcript", default=None,
-                   help="append final segments to FILE (.txt, .srt or .jsonl), fsync'd after each")
-    p.add_argument("--save-audio", default=None, help="also save the captured audio (off by default)")
+    p.add_argument("--partial-every", type=float, default=2.0,
+                   help="seconds between partials, 0.1-60")
+    p.add_argument("--transcript", default=None, metavar="FILE",
+                   help="append final segments to FILE (.txt, .srt or .jsonl), fsync'd after each "
+                        "(default: none)")
+    p.add_argument("--save-audio", default=None, metavar="FILE.wav",
+                   help="also save the captured audio to a new WAV file (default: off; an "
+                        "existing file is never overwritten)")
     p.add_argument("--json", action="store_true", help="JSONL events on stdout")
     p.add_argument("--no-timestamps", action="store_true", help="one segment per utterance")
-    p.add_argument("--max-new-tokens", type=int, default=448)
+    p.add_argument("--max-new-tokens", type=int, default=448,
+                   help="most tokens generated per utterance, 1-32768")
     ep = p.add_argument_group("endpointing")
-    ep.add_argument("--min-silence", type=float, default=0.7, help="silence that ends an utterance (s)")
-    ep.add_argument("--max-utterance", type=float, default=30.0, help="longest utterance (s)")
-    ep.add_argument("--min-speech", type=float, default=0.25, help="shorter speech is ignored (s)")
-    ep.add_argument("--vad-threshold", type=float, default=0.5)
-    add_model_args(p, device_flag=False)
+    ep.add_argument("--min-silence", type=float, default=0.7,
+                    help="silence that ends an utterance, 0.05-10 s")
+    ep.add_argument("--max-utterance", type=float, default=30.0, help="longest utterance, 1-120 s")
+    ep.add_argument("--min-speech", type=float, default=0.25,
+                    help="shorter speech is ignored, 0-10 s")
+    ep.add_argument("--vad-threshold", type=float, default=0.5,
+                    help="speech probability that starts speech, (0, 0.99]")
+    add_model_args(p, backend_flag=False)
     p.set_defaults(func=run)
 
 
-def _endpoint_config(args):
-    from ..endpointing import EndpointConfig
+def _options(args) -> LiveOptions:
+    return LiveOptions(min_silence_s=args.min_silence, max_utterance_s=args.max_utterance,
+                       min_speech_s=args.min_speech, vad_threshold=args.vad_threshold,
+                       partial_every_s=args.partial_every, max_new_tokens=args.max_new_tokens)
 
-    try:
-        return EndpointConfig(threshold=args.vad_threshold,
-                              neg_threshold=min(0.35, args.vad_threshold),
-                              min_silence_s=args.min_silence, min_speech_s=args.min_speech,
-                              max_utterance_s=args.max_utterance,
-                              cut_search_s=min(2.0, args.max_utterance / 2))
-    except ValueError as exc:
-        raise EdgeMossError(f"endpointing settings: {exc}") from None
+
+def _check_files(args) -> None:
+    """Before anything opens: no output is the input or the other output, formats are known."""
+    from ..live_output import check_audio_path, check_transcript_path
+
+    outputs = [(flag, path) for flag, path in (("--transcript", args.transcript),
+                                               ("--save-audio", args.save_audio)) if path]
+    check_outputs([args.input] if args.input else [], outputs)
+    if args.transcript:
+        check_transcript_path(args.transcript)
+    if args.save_audio:
+        check_audio_path(args.save_audio)
 
 
 class _View:
@@ -97,9 +117,12 @@ def run(args) -> int:
     from ..live import LiveTranscriber
     from ..live_output import AudioFile, TranscriptFile
 
-    endpoint = _endpoint_config(args)
+    options = _options(args)
+    model_options(args)
+    _check_files(args)
+    endpoint = options.endpoint_config()
     # Open the source first: a missing microphone should be reported before a model loads.
-    source = (MicrophoneStream(device=args.device) if args.mic
+    source = (MicrophoneStream(device=args.mic_device) if args.mic
               else FileStream(args.input, realtime=args.realtime))
     transcript = audio_out = None
     try:
@@ -119,7 +142,7 @@ def run(args) -> int:
         live = LiveTranscriber(model, on_event, endpoint=endpoint,
                                timestamps=not args.no_timestamps,
                                partial_every_s=args.partial_every if args.partials else None,
-                               max_new_tokens=args.max_new_tokens)
+                               max_new_tokens=options.max_new_tokens)
         if args.mic and not args.json:
             print("listening (Ctrl-C to stop)…", file=sys.stderr)
         status, message, warned = 0, None, False
