@@ -14,8 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("bitsandbytes")
+import system_deps
+
+torch = system_deps.importorskip("torch", "export")
+system_deps.importorskip("bitsandbytes", "test")
 
 from conftest import test_clip  # noqa: E402
 from edge_runtime.errors import MissingExtraError  # noqa: E402

@@ -1,7 +1,8 @@
 """Audio capture: a real PortAudio stream from a private PulseAudio server, error mapping, FileStream.
 
-The PulseAudio tests need the apt packages libportaudio2 pulseaudio pulseaudio-utils
-libasound2-plugins (and espeak-ng sox for the speech fixture); without them they fail, on purpose.
+The PulseAudio tests need the Debian packages libportaudio2 pulseaudio pulseaudio-utils
+libasound2-plugins (and espeak-ng sox for the speech fixture); without them they skip, naming
+the packages, and under CI=true they fail (system_deps).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from edge_runtime.cli import main as cli_main
 from edge_runtime.commands.devices import format_devices
 from edge_runtime.errors import AudioError, DeviceError, MissingExtraError
 
+import system_deps
 from pulse_rig import PulseRig
 from speech_fixture import make_speech_wav
 
@@ -91,6 +93,8 @@ def reference(speech_wav) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pulse():
+    system_deps.importorskip("sounddevice", "live")
+    system_deps.require(*system_deps.PULSE_RIG)
     with PulseRig() as rig, pulse_environment(rig):
         yield rig
 
@@ -158,6 +162,8 @@ def test_lost_device_raises_and_keeps_captured_audio(pulse, speech_wav, referenc
 
 def test_no_device_environment_gives_clear_cli_error(tmp_path):
     """With no audio server and no sound card (CI machines), PortAudio sees no input device."""
+    system_deps.importorskip("sounddevice", "live")
+    system_deps.require("libportaudio2")
     (tmp_path / "client.conf").write_text("autospawn = no\n")
     env = dict(os.environ)
     env.update({

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import system_deps
+
+torch = system_deps.importorskip("torch", "export")
 
 from edge_runtime.decoder import ContextLengthError, Decoder  # noqa: E402
 from edge_runtime.errors import BundleError  # noqa: E402

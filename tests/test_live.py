@@ -163,8 +163,11 @@ def test_kill_9_leaves_the_transcript_whole(tmp_path, bundle, speech):
 
 def test_microphone_capture_replays_exactly(tmp_path, bundle, speech):
     """A real PortAudio input device (private PulseAudio server, null sink monitor)."""
+    import system_deps
     from pulse_rig import PulseRig
 
+    system_deps.importorskip("sounddevice", "live")
+    system_deps.require(*system_deps.PULSE_RIG)
     cap = tmp_path / "cap.wav"
     with PulseRig() as rig:
         env = dict(os.environ, **rig.env)
