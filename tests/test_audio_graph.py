@@ -131,3 +131,30 @@ def test_fp16_graph_keeps_float32_io(tiny_checkpoint, tiny_graph, tmp_path):
     ref_audio, ref_deepstack = (t.numpy() for t in ref.encode_audio(mel, "chunked"))
     assert audio.dtype == np.float32 and audio.shape == ref_audio.shape
     assert rel_err(audio, ref_audio) <= 1e-2 and rel_err(deepstack, ref_deepstack) <= 1e-2
+
+
+def test_export_cache_is_keyed_by_content(tiny_checkpoint, tmp_path, monkeypatch):
+    # The session's export cache (conftest.export_cache) may only hand back the graph of the
+    # same tensors, precision and file name.
+    from export.audio_graph import _GraphCache
+    from export.checkpoint import open_checkpoint
+    from export.fixture import write_fixture
+
+    monkeypatch.setenv(_GraphCache.ENV, str(tmp_path / "cache"))
+    ckpt = open_checkpoint(tiny_checkpoint)
+    entry = _GraphCache.from_env(ckpt, "fp32", "audio.onnx")
+    assert entry.folder == _GraphCache.from_env(open_checkpoint(tiny_checkpoint), "fp32", "audio.onnx").folder
+    assert entry.folder != _GraphCache.from_env(ckpt, "fp16", "audio.onnx").folder
+    assert entry.folder != _GraphCache.from_env(ckpt, "fp32", "audio.fp32.onnx").folder
+    write_fixture(tmp_path / "other", size="tiny", seed=1)
+    assert entry.folder != _GraphCache.from_env(open_checkpoint(tmp_path / "other"), "fp32", "audio.onnx").folder
+    made = tmp_path / "made" / "audio.onnx"
+    made.parent.mkdir()
+    made.write_bytes(b"graph")
+    made.with_name("audio.onnx.data").write_bytes(b"weights")
+    target = tmp_path / "bundle" / "audio.onnx"
+    target.parent.mkdir()
+    assert not entry.restore(target)
+    entry.store(made)
+    assert entry.restore(target)
+    assert target.read_bytes() == b"graph" and target.with_name("audio.onnx.data").read_bytes() == b"weights"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import BundleError
+from ._extras import require_build_tools
 
 
 def add_parser(sub) -> None:
@@ -40,6 +41,8 @@ def run(args) -> int:
     from quant.eval import BundleModel, evaluate, format_table, open_reference, \
         record_in_manifest, to_json
 
+    if not (Path(args.reference) / "manifest.json").is_file():  # a checkpoint: the torch reference
+        require_build_tools("eval-quant --reference CHECKPOINT", ("torch", "transformers"))
     if Path(args.bundle).resolve() == Path(args.reference).resolve():
         raise BundleError("--reference is the bundle itself: pass the fp32 checkpoint or bundle")
     bundle = BundleModel(args.bundle, threads=args.threads)
