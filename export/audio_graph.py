@@ -186,7 +186,7 @@ def export_audio_graph(checkpoint, out_path: str | Path, dtype: str = "fp32") ->
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(checkpoint, (str, Path)):
         checkpoint = open_checkpoint(checkpoint)
-    cache = _GraphCache.from_env(checkpoint, dtype, out_path.name)
+    cache = _GraphCache.from_env(checkpoint, dtype)
     if cache is not None and cache.restore(out_path):
         return out_path
     model = AudioGraph.from_checkpoint(checkpoint, DTYPES[dtype])
@@ -216,7 +216,7 @@ class _GraphCache:
     tiny graph takes ~20-40 s on 2 vCPUs however small its weights. Every bundle recipe of one
     checkpoint (int4, int8, --compact, both encoder modes) starts from the same fp32 graph; with
     the cache it is exported once. The key is the content: the config, the audio tensors' bytes,
-    the precision, the file name, this module's source and the torch version, so a changed
+    the precision, this module's source and the torch version, so a changed
     checkpoint or exporter never reuses a stale graph. The test suite sets it for its session.
     """
 
@@ -226,12 +226,12 @@ class _GraphCache:
         self.folder = folder
 
     @classmethod
-    def from_env(cls, checkpoint, dtype: str, name: str) -> "_GraphCache | None":
+    def from_env(cls, checkpoint, dtype: str) -> "_GraphCache | None":
         root = os.environ.get(cls.ENV)
         if not root:
             return None
         digest = hashlib.sha256()
-        for part in (json.dumps(checkpoint.config.to_dict(), sort_keys=True), dtype, name,
+        for part in (json.dumps(checkpoint.config.to_dict(), sort_keys=True), dtype,
                      torch.__version__, Path(__file__).read_text()):
             digest.update(part.encode() + b"\0")
         for tensor in sorted(n for n in checkpoint.names() if n.startswith(AUDIO_PREFIXES)):
@@ -239,15 +239,15 @@ class _GraphCache:
             digest.update(checkpoint.numpy(tensor).tobytes())
         return cls(Path(root) / f"audio-graph-{digest.hexdigest()[:32]}")
 
-    def _files(self, onnx_path: Path) -> list[Path]:
-        return [onnx_path, onnx_path.with_name(onnx_path.name + ".data")]
+    STORED = "graph.onnx"
 
     def restore(self, out_path: Path) -> bool:
-        cached = self._files(self.folder / out_path.name)
-        if not all(p.is_file() for p in cached):
+        """Write the cached graph as `out_path` (+ `.data`); False when there is none."""
+        graph, data = self.folder / self.STORED, self.folder / (self.STORED + ".data")
+        if not (graph.is_file() and data.is_file()):
             return False
-        for src, dst in zip(cached, self._files(out_path)):
-            shutil.copyfile(src, dst)
+        shutil.copyfile(data, out_path.with_name(out_path.name + ".data"))
+        _save_pointing_to(graph, out_path, out_path.name + ".data")
         return True
 
     def store(self, out_path: Path) -> None:
@@ -256,14 +256,28 @@ class _GraphCache:
         try:
             self.folder.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.folder.parent))
-            for src in self._files(out_path):
-                shutil.copyfile(src, staging / src.name)
+            shutil.copyfile(out_path.with_name(out_path.name + ".data"),
+                            staging / (self.STORED + ".data"))
+            _save_pointing_to(out_path, staging / self.STORED, self.STORED + ".data")
             staging.rename(self.folder)  # atomic; loses harmlessly to a concurrent writer
         except OSError:
             pass
         finally:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+def _save_pointing_to(src: Path, dst: Path, data_name: str) -> None:
+    """Copy the graph `src` to `dst` with its external-data references renamed to `data_name`
+    (the weights file keeps its bytes; only the name the graph records changes)."""
+    import onnx
+
+    model = onnx.load(str(src), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = data_name
+    onnx.save(model, str(dst))
 
 
 @contextlib.contextmanager

@@ -135,26 +135,34 @@ def test_fp16_graph_keeps_float32_io(tiny_checkpoint, tiny_graph, tmp_path):
 
 def test_export_cache_is_keyed_by_content(tiny_checkpoint, tmp_path, monkeypatch):
     # The session's export cache (conftest.export_cache) may only hand back the graph of the
-    # same tensors, precision and file name.
+    # same tensors and precision, under any file name, with the same numbers.
+    from onnx import TensorProto, helper, numpy_helper
+
     from export.audio_graph import _GraphCache
     from export.checkpoint import open_checkpoint
     from export.fixture import write_fixture
 
     monkeypatch.setenv(_GraphCache.ENV, str(tmp_path / "cache"))
     ckpt = open_checkpoint(tiny_checkpoint)
-    entry = _GraphCache.from_env(ckpt, "fp32", "audio.onnx")
-    assert entry.folder == _GraphCache.from_env(open_checkpoint(tiny_checkpoint), "fp32", "audio.onnx").folder
-    assert entry.folder != _GraphCache.from_env(ckpt, "fp16", "audio.onnx").folder
-    assert entry.folder != _GraphCache.from_env(ckpt, "fp32", "audio.fp32.onnx").folder
+    entry = _GraphCache.from_env(ckpt, "fp32")
+    assert entry.folder == _GraphCache.from_env(open_checkpoint(tiny_checkpoint), "fp32").folder
+    assert entry.folder != _GraphCache.from_env(ckpt, "fp16").folder
     write_fixture(tmp_path / "other", size="tiny", seed=1)
-    assert entry.folder != _GraphCache.from_env(open_checkpoint(tmp_path / "other"), "fp32", "audio.onnx").folder
-    made = tmp_path / "made" / "audio.onnx"
+    assert entry.folder != _GraphCache.from_env(open_checkpoint(tmp_path / "other"), "fp32").folder
+
+    weight = np.arange(12, dtype=np.float32).reshape(3, 4)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(weight, "w")])
+    made = tmp_path / "made" / "audio.fp32.onnx"
     made.parent.mkdir()
-    made.write_bytes(b"graph")
-    made.with_name("audio.onnx.data").write_bytes(b"weights")
+    onnx.save(helper.make_model(graph), str(made), save_as_external_data=True,
+              location="audio.fp32.onnx.data", size_threshold=0)
     target = tmp_path / "bundle" / "audio.onnx"
     target.parent.mkdir()
     assert not entry.restore(target)
     entry.store(made)
-    assert entry.restore(target)
-    assert target.read_bytes() == b"graph" and target.with_name("audio.onnx.data").read_bytes() == b"weights"
+    assert entry.restore(target) and target.with_name("audio.onnx.data").is_file()
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_array_equal(session(target).run(None, {"x": x})[0], x @ weight)
