@@ -16,6 +16,7 @@ from export.reference import MossAudioReference
 torch.set_num_threads(1)
 
 CLIP_FRAMES = [1, 7, 399, 400, 401, 799, 950]
+TOL = 1e-5  # max |onnx - torch| / max |torch|; measured 1.8e-6 at most (tiny and small)
 
 
 def session(path) -> ort.InferenceSession:
@@ -73,8 +74,8 @@ def test_tiny_graph_matches_reference(tiny_graph, frames, mode):
     ref_audio, ref_deepstack = (t.numpy() for t in ref.encode_audio(mel, mode))
     n = audio_token_count(frames) if mode == "full" else chunked_token_count(frames)
     assert audio.shape == (n, 64) and deepstack.shape == (3, n, 64)
-    assert rel_err(audio, ref_audio) <= 1e-4
-    assert rel_err(deepstack, ref_deepstack) <= 1e-4
+    assert rel_err(audio, ref_audio) <= TOL
+    assert rel_err(deepstack, ref_deepstack) <= TOL
 
 
 @pytest.mark.parametrize("last", [1, 2, 8, 9, 250, 400])
@@ -87,7 +88,7 @@ def test_any_last_chunk_length(tiny_graph, last):
     audio, deepstack = sess.run(None, feeds)
     ref_audio, ref_deepstack = (t.numpy() for t in ref.encode_audio(mel, "chunked"))
     assert audio.shape[0] == 50 + audio_token_count(last)
-    assert rel_err(audio, ref_audio) <= 1e-4 and rel_err(deepstack, ref_deepstack) <= 1e-4
+    assert rel_err(audio, ref_audio) <= TOL and rel_err(deepstack, ref_deepstack) <= TOL
 
 
 def test_padding_of_last_chunk_is_masked(tiny_graph):
@@ -115,7 +116,7 @@ def test_small_graph_matches_reference(small_checkpoint, tmp_path):
         audio, deepstack = sess.run(None, graph_inputs(mel, mode))
         ref_audio, ref_deepstack = (t.numpy() for t in ref.encode_audio(mel, mode))
         assert audio.shape == ref_audio.shape == (119, 256)
-        assert rel_err(audio, ref_audio) <= 1e-4 and rel_err(deepstack, ref_deepstack) <= 1e-4
+        assert rel_err(audio, ref_audio) <= TOL and rel_err(deepstack, ref_deepstack) <= TOL
 
 
 def test_fp16_graph_keeps_float32_io(tiny_checkpoint, tiny_graph, tmp_path):
@@ -130,7 +131,7 @@ def test_fp16_graph_keeps_float32_io(tiny_checkpoint, tiny_graph, tmp_path):
     audio, deepstack = sess.run(None, graph_inputs(mel, "chunked"))
     ref_audio, ref_deepstack = (t.numpy() for t in ref.encode_audio(mel, "chunked"))
     assert audio.dtype == np.float32 and audio.shape == ref_audio.shape
-    assert rel_err(audio, ref_audio) <= 1e-2 and rel_err(deepstack, ref_deepstack) <= 1e-2
+    assert rel_err(audio, ref_audio) <= 5e-3 and rel_err(deepstack, ref_deepstack) <= 5e-3  # measured 7.3e-4
 
 
 def test_export_cache_is_keyed_by_content(tiny_checkpoint, tmp_path, monkeypatch):
