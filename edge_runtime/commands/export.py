@@ -87,7 +87,8 @@ def summary_lines(bundle, seconds: float) -> list[str]:
     parts = [f"decoder {decoder.get('quant', '?')}"
              + (f" (blocks of {decoder['block_size']}, lm_head {decoder['lm_head_quant']})"
                 if decoder.get("block_size") else ""),
-             f"audio graph {quant['audio']}", f"embeddings {manifest['embeddings']['kind']}"]
+             f"audio graph {quant['audio']}" + _audio_error(quant),
+             f"embeddings {manifest['embeddings']['kind']}"]
     files = manifest["files"]
     total = sum(int(f["bytes"]) for f in files.values())
     lines = [f"bundle written to {bundle} in {seconds:.1f} s: {', '.join(parts)}; "
@@ -95,6 +96,12 @@ def summary_lines(bundle, seconds: float) -> list[str]:
     for name, info in sorted(files.items(), key=lambda item: -int(item[1]["bytes"])):
         lines.append(f"  {_size(int(info['bytes'])):>9}  {name}")
     return lines
+
+
+def _audio_error(quant: dict) -> str:
+    error = (quant.get(f"audio_{quant['audio']}") or {}).get("error") or {}
+    rel = error.get("audio_embeds_rel")
+    return f" ({rel:.1%} relative error against fp32, measured at export)" if rel is not None else ""
 
 
 def _size(count: int) -> str:
