@@ -32,11 +32,16 @@ class SpillFile:
         return (self._write - self._read) // self._frame_bytes
 
     def append(self, block: np.ndarray) -> bool:
-        """Store `block` (frames x channels); False (nothing stored) when it would pass the bound."""
+        """Store `block` (frames x channels); False (nothing kept) past the bound or on a full disk."""
         data = np.ascontiguousarray(block, dtype=np.float32).reshape(-1, self.channels)
         if self.pending_frames + len(data) > self.max_frames:
             return False
-        os.pwrite(self._file.fileno(), data.tobytes(), self._write)
+        try:
+            written = os.pwrite(self._file.fileno(), data.tobytes(), self._write)
+        except OSError:  # a full disk: the caller counts the block as lost
+            return False
+        if written != data.nbytes:
+            return False
         self._write += data.nbytes
         self.spilled_frames += len(data)
         return True
