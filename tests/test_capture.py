@@ -374,13 +374,19 @@ def test_a_slow_consumer_thread_loses_nothing(fake_sd):
     mic = MicrophoneStream(3, samplerate=16000, block_seconds=0.03, queue_seconds=0.3)
     stream = fake_sd.streams[-1]
 
+    fed = []
+
     def produce():
         for block in blocks:
             stream.feed(block)
+            fed.append(1)
             time.sleep(0.003)
 
     producer = threading.Thread(target=produce)
     producer.start()
+    deadline = time.monotonic() + 30
+    while len(fed) < 30 and time.monotonic() < deadline:  # 3x what the memory queue holds
+        time.sleep(0.005)
     got = []
     while producer.is_alive():
         got.append(mic.read(timeout=0.01))
