@@ -76,15 +76,33 @@ def test_profile_split_and_summary():
     assert sum(o["share"] for o in ops) == pytest.approx(1.0)
 
 
+PEAK_CHECK = """
+import sys
+import numpy as np
+from benchmarks import memory
+if not memory.reset_peak():
+    sys.exit(3)
+before = memory.peak_mb()
+block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, touched
+assert memory.peak_mb() >= before + 60, (before, memory.peak_mb())
+del block
+memory.reset_peak()
+assert memory.peak_mb() < memory.process_peak_mb()
+"""
+
+
 def test_stage_peak_sees_an_allocation():
-    if not memory.reset_peak():
+    # In a fresh process, as the benchmark's workers measure: inside a long pytest process the
+    # allocator may hand back pages that are already resident, and the peak need not move.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", PEAK_CHECK], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    if done.returncode == 3:
         pytest.skip("this kernel refuses to reset VmHWM")
-    before = memory.peak_mb()
-    block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, touched
-    assert memory.peak_mb() >= before + 60
-    del block
-    memory.reset_peak()
-    assert memory.peak_mb() < memory.process_peak_mb()
+    assert done.returncode == 0, done.stderr
 
 
 def test_qwen3_checkpoint_is_the_backbone(tmp_path):

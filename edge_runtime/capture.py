@@ -17,12 +17,14 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soxr
 
 from .audio import iter_audio_blocks
 from .errors import AudioError, DeviceError, MissingExtraError
+from .spill import SpillFile
 
 TARGET_RATE = 16000
 NO_DEVICE_MESSAGE = (
@@ -195,7 +197,12 @@ class MicrophoneStream(_QueuedSource):
     `device`: None for the default input, an index, or a (partial, case-insensitive) name as
     listed by `edge-moss devices`.  The device is opened at its default rate (or `samplerate`)
     and resampled here.  `overflows` counts PortAudio input overflows (audio lost by the device
-    driver); `dropped_blocks` counts blocks dropped because nobody read for `queue_seconds`.
+    driver, before it reaches us).
+
+    Nothing captured is dropped while the reader is slower than real time: blocks wait in memory
+    for up to `queue_seconds`, then in a private temporary file (edge_runtime.spill) for up to
+    `spill_seconds` more, and are read back in order.  Only beyond both is audio lost; then
+    `lost_seconds` grows and `on_loss(lost_seconds)` is called at once from a watcher thread.
     """
 
     def __init__(
@@ -205,6 +212,8 @@ class MicrophoneStream(_QueuedSource):
         samplerate: int | None = None,
         queue_seconds: float = 60.0,
         stall_seconds: float = 5.0,
+        spill_seconds: float = 4 * 3600.0,
+        on_loss: Callable[[float], None] | None = None,
     ) -> None:
         sd = _sounddevice()
         self._sd = sd
@@ -216,12 +225,22 @@ class MicrophoneStream(_QueuedSource):
         blocksize = max(1, int(round(block_seconds * rate)))
         super().__init__(rate, max_queued_blocks=max(4, int(queue_seconds / block_seconds)))
         self.overflows = 0
-        self.dropped_blocks = 0
+        self.lost_frames = 0  # device frames that neither the queue nor the spill file could hold
+        self._lock = threading.Lock()  # orders the callback's queue/spill choice against _take
+        self._spill = SpillFile(self.channels, int(spill_seconds * rate))
+        self._spilling = False  # True while the spill file holds the newest blocks
+        self._spill_take = max(blocksize, int(10 * rate))  # frames read back per read() call
+        self._loss_event = threading.Event()
         self.stall_seconds = stall_seconds
         self._closing = False
         self._source_finished = False  # set by PortAudio's finished callback
         self._lost = False  # set once DeviceLostError has been raised
         self._last_block_time = time.monotonic()
+        self._loss_watcher = None
+        if on_loss is not None:
+            self._loss_watcher = threading.Thread(target=self._watch_loss, args=(on_loss,),
+                                                  name="edge-moss-capture-loss", daemon=True)
+            self._loss_watcher.start()
         try:
             self._stream = sd.InputStream(
                 device=self.device_index, samplerate=rate, channels=self.channels,
@@ -230,6 +249,8 @@ class MicrophoneStream(_QueuedSource):
             )
             self._stream.start()
         except sd.PortAudioError as exc:
+            self._closing = True  # stops the loss watcher
+            self._spill.close()
             raise DeviceError(f"cannot open input device {self.device_name!r} at {rate} Hz: {exc}") from exc
 
     def _choose_channels(self, info: dict, rate: int) -> int:
@@ -240,21 +261,59 @@ class MicrophoneStream(_QueuedSource):
         except Exception:
             return min(2, info["channels"])
 
-    # PortAudio thread: no work here beyond copying and counting
+    @property
+    def lost_seconds(self) -> float:
+        """Seconds of captured audio lost because the queue and the spill file were both full."""
+        return self.lost_frames / self.input_rate
+
+    @property
+    def spilled_seconds(self) -> float:
+        """Seconds of audio that went through the spill file so far (kept, not lost)."""
+        return self._spill.spilled_frames / self.input_rate
+
+    # PortAudio thread: copying, counting and (when far behind) one buffered file write
     def _callback(self, indata, frames, time_info, status) -> None:
         if status.input_overflow:
             self.overflows += 1
-        try:
-            self._queue.put_nowait(indata.copy())
-        except queue.Full:
-            self.dropped_blocks += 1
+        with self._lock:
+            if not self._spilling:
+                try:
+                    self._queue.put_nowait(indata.copy())
+                    return
+                except queue.Full:
+                    self._spilling = True  # from now on, blocks queue up on disk, in order
+            if not self._spill.append(indata):
+                self.lost_frames += frames
+                self._loss_event.set()
 
     def _finished(self) -> None:
         self._source_finished = True
-        try:
-            self._queue.put_nowait(_END)
-        except queue.Full:
-            pass  # read() sees _source_finished once the queue is drained
+        with self._lock:
+            if not self._spilling:  # while spilling, _END would overtake the blocks on disk
+                try:
+                    self._queue.put_nowait(_END)
+                except queue.Full:
+                    pass  # read() sees _source_finished once everything is drained
+
+    def _watch_loss(self, on_loss: Callable[[float], None]) -> None:
+        while not self._closing:
+            if self._loss_event.wait(0.25):
+                self._loss_event.clear()
+                on_loss(self.lost_seconds)
+
+    def _take(self, timeout: float | None) -> tuple[list[np.ndarray], bool]:
+        """The memory queue first (it holds the oldest blocks), then the spill file."""
+        blocks, ended = super()._take(0 if self._spilling else timeout)
+        if ended:
+            return blocks, True
+        with self._lock:
+            if self._spilling and self._queue.empty():
+                spilled = self._spill.take(self._spill_take)
+                if spilled is not None:
+                    blocks.append(spilled)
+                if self._spill.pending_frames == 0:
+                    self._spilling = False
+        return blocks, False
 
     def read(self, timeout: float | None = None) -> np.ndarray | None:
         """16 kHz samples captured since the last call (waits up to `timeout` s for some).
@@ -278,6 +337,7 @@ class MicrophoneStream(_QueuedSource):
             stalled = not blocks and time.monotonic() - self._last_block_time > self.stall_seconds
             if self._closing and (ended or (not blocks and gone)):
                 self._ended = True
+                self._spill.close()
                 return self._convert(blocks, last=True)
             if stopped or stalled:
                 self._lost = True

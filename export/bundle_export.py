@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edge_runtime import __version__
 from edge_runtime import model_facts as facts
@@ -95,8 +95,13 @@ def default_audio_quant(quant: str, target: str) -> str:
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOptions | None = None,
-                  force: bool = False) -> Path:
-    """Export `checkpoint` into the bundle folder `out`; returns its path."""
+                  force: bool = False, on_stage: Callable[[str], None] | None = None) -> Path:
+    """Export `checkpoint` into the bundle folder `out`; returns its path.
+
+    `on_stage(line)`, when given, hears one line as each stage starts and ends (the CLI prints
+    them), so that a long export is never silent.
+    """
+    say = on_stage or (lambda line: None)
     from .audio_graph import export_audio_graph
     from .decoder_graph import build_decoder, write_embeddings
 
@@ -115,6 +120,9 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
         t = time.perf_counter()
         audio_dtype = options.audio_quant or default_audio_quant(options.quant, options.target)
         audio_nbits = None
+        say(f"[1/4] audio graph ({audio_dtype}, {ckpt.config.audio.encoder_layers} encoder layers): "
+            "torch.onnx export" + (", then quantization and its error check" if audio_dtype in
+                                   ("int8", "int4") else "") + " ...")
         if audio_dtype in ("int8", "int4"):  # fp32 export, then MatMulNBits, error measured vs fp32
             from quant.audio_quant import export_quantized_audio_graph
 
@@ -123,8 +131,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
         else:
             export_audio_graph(ckpt, staging / AUDIO_GRAPH, dtype=audio_dtype)
         steps["audio_graph_s"] = time.perf_counter() - t
+        say(f"      audio graph done in {steps['audio_graph_s']:.1f} s")
 
         t = time.perf_counter()
+        say(f"[2/4] decoder graph ({options.quant}, {ckpt.config.language.num_hidden_layers} "
+            "layers, written tensor by tensor) ...")
         decoder_info = build_decoder(
             ckpt.numpy, ckpt.config, staging / DECODER_GRAPH, quant=options.quant,
             block_size=options.block_size, symmetric=options.symmetric,
@@ -133,13 +144,16 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
             io_dtype="fp16" if options.target == "cuda" else "fp32",
         )
         steps["decoder_graph_s"] = time.perf_counter() - t
+        say(f"      decoder graph done in {steps['decoder_graph_s']:.1f} s")
 
         t = time.perf_counter()
         emb_kind = options.embeddings or ("fp32" if options.quant == "fp32" else
                                           "fp16" if options.quant == "fp16" else "int8")
+        say(f"[3/4] embedding table ({emb_kind}) ...")
         emb_files = write_embeddings(ckpt.numpy("language_model.embed_tokens.weight"), staging,
                                      emb_kind)
         steps["embeddings_s"] = time.perf_counter() - t
+        say("[4/4] tokenizer, manifest (sizes and sha256 of every file) ...")
 
         tok_files = _copy_tokenizer(ckpt, staging / TOKENIZER_DIR)
         files = [p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()]

@@ -5,6 +5,27 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory):
+    """One exported audio graph per checkpoint and precision for the whole session.
+
+    Every bundle of a fixture (fp32, int8, int4, both encoder modes, CLI subprocesses too) starts
+    from the same torch.onnx graph, which costs ~20-40 s to export on 2 vCPUs; the cache is keyed
+    by the tensors' bytes, so each graph is still exported, and checked, once per session.
+    """
+    import os
+
+    name = "EDGE_MOSS_EXPORT_CACHE"  # export.audio_graph._GraphCache.ENV (no torch import here)
+    folder = tmp_path_factory.mktemp("export-cache")
+    saved = os.environ.get(name)
+    os.environ[name] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = saved
+
+
 def _checkpoint(tmp_path_factory, size: str, seed: int = 0):
     from export.fixture import write_fixture
 

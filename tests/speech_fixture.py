@@ -1,13 +1,15 @@
 """Synthetic speech for audio tests: espeak-ng speaks SSML with pauses, sox makes it 16 kHz mono s16.
 
-Needs the apt packages espeak-ng and sox.  Missing programs raise (tests must fail, not skip).
+Needs the Debian packages espeak-ng and sox: without them a test using this skips, naming them
+(and fails under CI=true; see system_deps).
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
+
+import system_deps
 
 DEFAULT_SSML = (
     "<speak>Hello there, this is a test of the voice detector."
@@ -20,9 +22,7 @@ def make_speech_wav(
     path: str | Path, ssml: str = DEFAULT_SSML, lead_s: float = 0.5, tail_s: float = 0.5
 ) -> Path:
     """Write `ssml` spoken by espeak-ng to `path` as 16 kHz mono 16-bit wav with silent padding."""
-    missing = [name for name in ("espeak-ng", "sox") if shutil.which(name) is None]
-    if missing:
-        raise RuntimeError(f"speech fixture needs {', '.join(missing)}: apt-get install espeak-ng sox")
+    system_deps.require(*system_deps.SPEECH)
     path = Path(path)
     raw = path.with_suffix(".espeak.wav")
     subprocess.run(["espeak-ng", "-m", "-w", str(raw), ssml], check=True, capture_output=True)

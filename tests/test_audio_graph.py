@@ -16,6 +16,7 @@ from export.reference import MossAudioReference
 torch.set_num_threads(1)
 
 CLIP_FRAMES = [1, 7, 399, 400, 401, 799, 950]
+TOL = 1e-5  # max |onnx - torch| / max |torch|; measured 1.8e-6 at most (tiny and small)
 
 
 def session(path) -> ort.InferenceSession:
@@ -73,8 +74,8 @@ def test_tiny_graph_matches_reference(tiny_graph, frames, mode):
     ref_audio, ref_deepstack = (t.numpy() for t in ref.encode_audio(mel, mode))
     n = audio_token_count(frames) if mode == "full" else chunked_token_count(frames)
     assert audio.shape == (n, 64) and deepstack.shape == (3, n, 64)
-    assert rel_err(audio, ref_audio) <= 1e-4
-    assert rel_err(deepstack, ref_deepstack) <= 1e-4
+    assert rel_err(audio, ref_audio) <= TOL
+    assert rel_err(deepstack, ref_deepstack) <= TOL
 
 
 @pytest.mark.parametrize("last", [1, 2, 8, 9, 250, 400])
@@ -87,7 +88,7 @@ def test_any_last_chunk_length(tiny_graph, last):
     audio, deepstack = sess.run(None, feeds)
     ref_audio, ref_deepstack = (t.numpy() for t in ref.encode_audio(mel, "chunked"))
     assert audio.shape[0] == 50 + audio_token_count(last)
-    assert rel_err(audio, ref_audio) <= 1e-4 and rel_err(deepstack, ref_deepstack) <= 1e-4
+    assert rel_err(audio, ref_audio) <= TOL and rel_err(deepstack, ref_deepstack) <= TOL
 
 
 def test_padding_of_last_chunk_is_masked(tiny_graph):
@@ -115,7 +116,7 @@ def test_small_graph_matches_reference(small_checkpoint, tmp_path):
         audio, deepstack = sess.run(None, graph_inputs(mel, mode))
         ref_audio, ref_deepstack = (t.numpy() for t in ref.encode_audio(mel, mode))
         assert audio.shape == ref_audio.shape == (119, 256)
-        assert rel_err(audio, ref_audio) <= 1e-4 and rel_err(deepstack, ref_deepstack) <= 1e-4
+        assert rel_err(audio, ref_audio) <= TOL and rel_err(deepstack, ref_deepstack) <= TOL
 
 
 def test_fp16_graph_keeps_float32_io(tiny_checkpoint, tiny_graph, tmp_path):
@@ -130,4 +131,39 @@ def test_fp16_graph_keeps_float32_io(tiny_checkpoint, tiny_graph, tmp_path):
     audio, deepstack = sess.run(None, graph_inputs(mel, "chunked"))
     ref_audio, ref_deepstack = (t.numpy() for t in ref.encode_audio(mel, "chunked"))
     assert audio.dtype == np.float32 and audio.shape == ref_audio.shape
-    assert rel_err(audio, ref_audio) <= 1e-2 and rel_err(deepstack, ref_deepstack) <= 1e-2
+    assert rel_err(audio, ref_audio) <= 5e-3 and rel_err(deepstack, ref_deepstack) <= 5e-3  # measured 7.3e-4
+
+
+def test_export_cache_is_keyed_by_content(tiny_checkpoint, tmp_path, monkeypatch):
+    # The session's export cache (conftest.export_cache) may only hand back the graph of the
+    # same tensors and precision, under any file name, with the same numbers.
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.audio_graph import _GraphCache
+    from export.checkpoint import open_checkpoint
+    from export.fixture import write_fixture
+
+    monkeypatch.setenv(_GraphCache.ENV, str(tmp_path / "cache"))
+    ckpt = open_checkpoint(tiny_checkpoint)
+    entry = _GraphCache.from_env(ckpt, "fp32")
+    assert entry.folder == _GraphCache.from_env(open_checkpoint(tiny_checkpoint), "fp32").folder
+    assert entry.folder != _GraphCache.from_env(ckpt, "fp16").folder
+    write_fixture(tmp_path / "other", size="tiny", seed=1)
+    assert entry.folder != _GraphCache.from_env(open_checkpoint(tmp_path / "other"), "fp32").folder
+
+    weight = np.arange(12, dtype=np.float32).reshape(3, 4)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(weight, "w")])
+    made = tmp_path / "made" / "audio.fp32.onnx"
+    made.parent.mkdir()
+    onnx.save(helper.make_model(graph), str(made), save_as_external_data=True,
+              location="audio.fp32.onnx.data", size_threshold=0)
+    target = tmp_path / "bundle" / "audio.onnx"
+    target.parent.mkdir()
+    assert not entry.restore(target)
+    entry.store(made)
+    assert entry.restore(target) and target.with_name("audio.onnx.data").is_file()
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_array_equal(session(target).run(None, {"x": x})[0], x @ weight)

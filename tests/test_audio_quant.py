@@ -27,7 +27,7 @@ from edge_runtime.features import log_mel
 from quant.audio_quant import audio_graph_error, quantize_audio_graph, relative_error
 from quant.blockwise import dequantize_blockwise, quantize_blockwise
 
-ERROR_BOUND = 0.08
+ERROR_BOUND = 0.08  # int8: measured 3.6 % (audio_embeds) and 2.6 % (deepstack) on the tiny fixture
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,8 @@ def test_int4_audio_graph_size_and_error_order(fp32_graph, tmp_path):
     e8 = audio_graph_error(fp32_graph, q8, seconds=(2.5,))
     e4 = audio_graph_error(fp32_graph, q4, seconds=(2.5,))
     print("audio graph error (tiny): int8", e8["audio_embeds_rel"], "int4", e4["audio_embeds_rel"])
-    assert e8["audio_embeds_rel"] < e4["audio_embeds_rel"] < 1.0
+    # measured on this fixture: int8 3.6 %, int4 33 % (audio_embeds, 2.5 s clip)
+    assert e8["audio_embeds_rel"] < e4["audio_embeds_rel"] < 0.5
 
 
 def test_export_compact_int4_bundle(tiny_checkpoint, tmp_path):
@@ -138,7 +139,7 @@ def test_export_compact_int4_bundle(tiny_checkpoint, tmp_path):
     assert quant["audio"] == "int4" and manifest["embeddings"]["kind"] == "int4"
     assert quant["decoder"]["quant"] == "int4" and quant["decoder"]["block_size"] == 128
     assert quant["decoder"]["lm_head_quant"] == "int8"
-    assert 0 < quant["audio_int4"]["error"]["audio_embeds_rel"] < 1.0
+    assert 0 < quant["audio_int4"]["error"]["audio_embeds_rel"] < 0.5  # measured 0.33
     verify_bundle(bundle, full=True)
     model = EdgeMoss(bundle, threads=1)
     result = model.ask(test_clip(3.0, 2), "What is this?", max_new_tokens=6, ignore_eos=True)

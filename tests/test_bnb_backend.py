@@ -14,8 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("bitsandbytes")
+import system_deps
+
+torch = system_deps.importorskip("torch", "export")
+system_deps.importorskip("bitsandbytes", "test")
 
 from conftest import test_clip  # noqa: E402
 from edge_runtime.errors import MissingExtraError  # noqa: E402
@@ -75,14 +77,24 @@ def test_layers_replaced(models):
         assert model.quantized_linears == 36 * 7 + 4 * 3
 
 
-def test_unquantized_backend_is_the_reference(setup, models):
-    """--bnb none: the plumbing (front end, prompt, cache, rollback) reproduces the reference."""
-    _, ref, clip, mel = setup
+def test_unquantized_backend_equals_the_reference_and_the_onnx_bundle(setup, models, bundle_factory):
+    """--bnb none: the plumbing (front end, prompt, cache, rollback) reproduces the reference.
+
+    The backend wraps the same torch reference, so equal logits alone would compare the code with
+    itself; the greedy tokens are also checked against the fp32 ONNX bundle, a separate
+    implementation (graphs exported from export.audio_graph / written by export.decoder_graph).
+    """
+    from edge_runtime.api import EdgeMoss
+
+    ckpt, ref, clip, mel = setup
     model = models["none"]
     model.ask(clip, "Anything else?", max_new_tokens=2)  # leaves a cache to roll back from
     got = model.ask(clip, QUESTION, max_new_tokens=10)
     want = reference_answer(ref, prompt_ids(model, clip), mel, 10)
     assert got.token_ids == want[: len(got.token_ids)] and len(got.token_ids) == min(10, len(want))
+    onnx_answer = EdgeMoss(bundle_factory(ckpt, "fp32", "chunked"), threads=1).ask(
+        clip, QUESTION, max_new_tokens=10)
+    assert onnx_answer.token_ids == got.token_ids
     ids = prompt_ids(model, clip)
     np.testing.assert_array_equal(model.model.teacher_forced_logits(ids, mel, "chunked"),
                                   ref.teacher_forced_logits(ids, mel, "chunked"))

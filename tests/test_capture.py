@@ -1,7 +1,8 @@
 """Audio capture: a real PortAudio stream from a private PulseAudio server, error mapping, FileStream.
 
-The PulseAudio tests need the apt packages libportaudio2 pulseaudio pulseaudio-utils
-libasound2-plugins (and espeak-ng sox for the speech fixture); without them they fail, on purpose.
+The PulseAudio tests need the Debian packages libportaudio2 pulseaudio pulseaudio-utils
+libasound2-plugins (and espeak-ng sox for the speech fixture); without them they skip, naming
+the packages, and under CI=true they fail (system_deps).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from edge_runtime.cli import main as cli_main
 from edge_runtime.commands.devices import format_devices
 from edge_runtime.errors import AudioError, DeviceError, MissingExtraError
 
+import system_deps
 from pulse_rig import PulseRig
 from speech_fixture import make_speech_wav
 
@@ -91,6 +93,8 @@ def reference(speech_wav) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pulse():
+    system_deps.importorskip("sounddevice", "live")
+    system_deps.require(*system_deps.PULSE_RIG)
     with PulseRig() as rig, pulse_environment(rig):
         yield rig
 
@@ -116,7 +120,7 @@ def test_microphone_captures_fixture_near_bit_exact(pulse, speech_wav, reference
     aligned = captured[lag:lag + len(reference)]
     # 16 kHz s16 null sink, no resampling anywhere: the samples come back as written
     assert np.max(np.abs(aligned - reference)) <= 1.0 / 32768
-    assert mic.overflows == 0 and mic.dropped_blocks == 0
+    assert mic.overflows == 0 and mic.lost_seconds == 0
 
 
 def test_microphone_at_device_rate_is_resampled_to_16k(pulse, speech_wav, reference):
@@ -158,6 +162,8 @@ def test_lost_device_raises_and_keeps_captured_audio(pulse, speech_wav, referenc
 
 def test_no_device_environment_gives_clear_cli_error(tmp_path):
     """With no audio server and no sound card (CI machines), PortAudio sees no input device."""
+    system_deps.importorskip("sounddevice", "live")
+    system_deps.require("libportaudio2")
     (tmp_path / "client.conf").write_text("autospawn = no\n")
     env = dict(os.environ)
     env.update({
@@ -328,13 +334,100 @@ def test_callback_path_counts_overflows_and_resamples(fake_sd):
     np.testing.assert_array_equal(np.concatenate([first, rest]), expected)
 
 
-def test_unread_blocks_beyond_the_queue_are_counted(fake_sd):
-    mic = MicrophoneStream("usb", block_seconds=0.03, queue_seconds=0.15)  # room for 5 blocks
-    stream = fake_sd.streams[-1]
-    for _ in range(8):
-        stream.feed(np.zeros((1440, 2), dtype=np.float32))
-    assert mic.dropped_blocks == 3
+def _drain(mic, timeout: float = 1.0) -> np.ndarray:
     mic.close()
+    parts = []
+    while (part := mic.read(timeout=timeout)) is not None:
+        parts.append(part)
+    return np.concatenate(parts)
+
+
+def test_a_reader_far_behind_loses_nothing_sample_exact(fake_sd):
+    # Room for 5 blocks in memory; 40 arrive before the first read, more while reading: the rest
+    # waits in the spill file and comes back in order, bit for bit what soxr gives for all of it.
+    rng = np.random.default_rng(1)
+    blocks = [rng.normal(0, 0.1, (1440, 2)).astype(np.float32) for _ in range(60)]
+    mic = MicrophoneStream("usb", block_seconds=0.03, queue_seconds=0.15)
+    mic._spill_take = 4 * 1440  # read the spill back 4 blocks at a time
+    stream = fake_sd.streams[-1]
+    for block in blocks[:40]:
+        stream.feed(block)
+    assert mic.spilled_seconds == pytest.approx(35 * 0.03)
+    got = [mic.read(timeout=0)]
+    for block in blocks[40:50]:  # still spilling: new blocks must queue behind the spilled ones
+        stream.feed(block)
+    got += [mic.read(timeout=0) for _ in range(3)]
+    for block in blocks[50:]:
+        stream.feed(block)
+    got.append(_drain(mic))
+    assert mic.lost_seconds == 0
+    expected = soxr.resample(np.concatenate(blocks).mean(axis=1, dtype=np.float32), 48000, 16000, "HQ")
+    np.testing.assert_array_equal(np.concatenate(got), expected)
+
+
+def test_a_slow_consumer_thread_loses_nothing(fake_sd):
+    # A producer thread at 10x real time against a reader that sleeps 50 ms between reads.
+    import threading
+
+    rng = np.random.default_rng(2)
+    blocks = [rng.normal(0, 0.1, (480, 2)).astype(np.float32) for _ in range(400)]
+    mic = MicrophoneStream(3, samplerate=16000, block_seconds=0.03, queue_seconds=0.3)
+    stream = fake_sd.streams[-1]
+
+    fed = []
+
+    def produce():
+        for block in blocks:
+            stream.feed(block)
+            fed.append(1)
+            time.sleep(0.003)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    deadline = time.monotonic() + 30
+    while len(fed) < 30 and time.monotonic() < deadline:  # 3x what the memory queue holds
+        time.sleep(0.005)
+    got = []
+    while producer.is_alive():
+        got.append(mic.read(timeout=0.01))
+        time.sleep(0.05)
+    producer.join()
+    got.append(_drain(mic))
+    assert mic.spilled_seconds > 0 and mic.lost_seconds == 0
+    expected = np.concatenate(blocks).mean(axis=1, dtype=np.float32)
+    np.testing.assert_array_equal(np.concatenate(got), expected)
+
+
+def test_audio_beyond_the_spill_bound_is_reported_at_once(fake_sd):
+    reports = []
+    mic = MicrophoneStream(3, samplerate=16000, block_seconds=0.03, queue_seconds=0.15,
+                           spill_seconds=0.09, on_loss=reports.append)  # 5 blocks + 3 on disk
+    stream = fake_sd.streams[-1]
+    for i in range(10):
+        stream.feed(np.full((480, 2), i, dtype=np.float32))
+    assert mic.lost_seconds == pytest.approx(2 * 0.03)
+    deadline = time.monotonic() + 5
+    while (not reports or reports[-1] < 0.06 - 1e-9) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The watcher said so without waiting for a read (once per loss it saw: 0.03 then 0.06, or
+    # 0.06 at once when both blocks were lost before it woke).
+    assert reports and reports[-1] == pytest.approx(0.06) and reports == sorted(reports)
+    got = _drain(mic)
+    np.testing.assert_array_equal(got, np.repeat(np.arange(8, dtype=np.float32), 480))
+
+
+def test_spill_file_is_private_and_gone_on_close():
+    from edge_runtime.spill import SpillFile
+
+    spill = SpillFile(2, max_frames=10)
+    fd = spill._file.fileno()
+    assert os.fstat(fd).st_mode & 0o777 == 0o600
+    assert spill.append(np.ones((6, 2), np.float32)) and not spill.append(np.ones((5, 2), np.float32))
+    np.testing.assert_array_equal(spill.take(4), np.ones((4, 2), np.float32))
+    assert spill.pending_frames == 2
+    spill.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
 
 
 def test_finished_stream_is_a_lost_device_with_its_samples(fake_sd):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -16,6 +17,12 @@ from netguard import no_network
 def run_cli(*args, env=None):
     proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args], capture_output=True,
                           text=True, env=env, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def run_cli_code(script, *args):
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          timeout=600)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -116,7 +123,7 @@ def test_bad_decoding_flags(tmp_path, bundle, flags, needle):
     assert_one_line_error(code, err, needle)
 
 
-def test_pull_exports_what_it_downloaded(tmp_path, tiny_checkpoint, monkeypatch):
+def test_pull_exports_what_it_downloaded(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     # The hub is out of reach here: stand in for the download, keep the rest of the path real.
     import huggingface_hub
 
@@ -127,5 +134,32 @@ def test_pull_exports_what_it_downloaded(tmp_path, tiny_checkpoint, monkeypatch)
                         lambda repo_id, **kw: str(tiny_checkpoint))
     out = tmp_path / "pulled"
     assert main(["pull", "OpenMOSS-Team/MOSS-Audio-4B-Instruct", "-o", str(out),
-                 "--quant", "int8"]) == 0
-    assert verify_bundle(out).quantization["decoder"]["quant"] == "int8"
+                 "--quant", "int8", "--embeddings", "int4", "--max-context", "512"]) == 0
+    manifest = verify_bundle(out)
+    assert manifest.quantization["decoder"]["quant"] == "int8"  # export's options, through pull
+    assert json.loads((out / "manifest.json").read_text())["embeddings"]["kind"] == "int4"
+    assert json.loads((out / "manifest.json").read_text())["max_context"] == 512
+    err = capsys.readouterr().err
+    for stage in ("[1/4] audio graph (fp16", "[2/4] decoder graph (int8", "[3/4] embedding table (int4)",
+                  "[4/4] tokenizer, manifest"):
+        assert stage in err
+    summary = next(line for line in err.splitlines() if line.startswith("bundle written to"))
+    assert "decoder int8 (blocks of 128" in summary and "embeddings int4" in summary
+    listed = {line.split()[-1] for line in err.splitlines() if line.startswith("  ")}
+    assert {"audio.onnx", "decoder.onnx", "decoder.onnx.data", "manifest.json"} - listed == {"manifest.json"}
+
+
+@pytest.mark.parametrize("blocked, command", [
+    ("onnx_ir", ["export", "CKPT", "-o", "OUT"]), ("onnx_ir", ["demo", "--dir", "OUT"]),
+    ("onnx_ir", ["pull", "OpenMOSS-Team/MOSS-Audio-4B-Instruct", "-o", "OUT"]),
+    ("torch", ["eval-quant", "OUT", "--reference", "CKPT"]),
+])
+def test_build_commands_without_the_export_extra_name_it(tmp_path, tiny_checkpoint, blocked, command):
+    # A base install (no [export]) lacks these modules: simulated by making their import fail.
+    argv = [str(tiny_checkpoint) if a == "CKPT" else str(tmp_path / "b") if a == "OUT" else a
+            for a in command]
+    script = (f"import sys; sys.modules[{blocked!r}] = None\n"
+              "from edge_runtime.cli import main\nsys.exit(main(sys.argv[1:]))")
+    code, _, err = run_cli_code(script, *argv)
+    assert_one_line_error(code, err, blocked, "pip install 'edge-moss[export]'", command[0])
+    assert not (tmp_path / "b").exists()

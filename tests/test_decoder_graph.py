@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import system_deps
+
+torch = system_deps.importorskip("torch", "export")
 
 from edge_runtime.decoder import ContextLengthError, Decoder  # noqa: E402
 from edge_runtime.errors import BundleError  # noqa: E402
@@ -23,7 +25,7 @@ from export.embedding_table import write_embedding_table  # noqa: E402
 from export.fixture import fixture_config  # noqa: E402
 from export.reference import MossAudioReference  # noqa: E402
 
-TOL = 1e-4  # max |onnx - torch| / max |torch|
+TOL = 1e-5  # max |onnx - torch| / max |torch|; measured 2.0e-6 at most (tiny and small, fp32)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +108,7 @@ def test_prefill_steps_chunk_and_rollback_match_torch(tiny):
     assert rel_err(again, torch_logits(ref, full_embeds, full_ds)[100:]) <= TOL
     fresh = Decoder(path, max_context=256, threads=1)
     fresh_logits = fresh.forward(full_embeds, full_ds, logits_to_keep=30)
-    np.testing.assert_allclose(again, fresh_logits, rtol=0, atol=1e-4 * np.abs(fresh_logits).max())
+    np.testing.assert_allclose(again, fresh_logits, rtol=0, atol=TOL * np.abs(fresh_logits).max())
 
 
 def test_greedy_tokens_match_torch(tiny, tmp_path):

@@ -99,6 +99,18 @@ def test_bundle_estimate_and_cli(tiny_checkpoint, bundle_factory, capsys):
     assert est["total_gib"] == round((on_disk + per_token * 1000) / 1024 ** 3, 3)
     assert doctor.bundle_estimate(bundle)["max_context"] == 4096  # the bundle's default
 
+    # Independent of the formula: the bytes the runtime's decoder really allocates for its cache.
+    from edge_runtime.decoder import Decoder
+
+    decoder = Decoder(bundle / "decoder.onnx", max_context=1000)
+    assert sum(buf.nbytes for buf in decoder._cache) == per_token * 1000
+    del decoder
+
+    assert main(["doctor", "--model", str(bundle), "--max-context", "1000"]) == 0
+    text = capsys.readouterr().out
+    assert "{" not in text and "MemTotal" not in text  # words and units, not a Python dict
+    assert "GiB total" in text and "GiB available now" in text
+    assert f"for 1000 tokens (float32, {per_token:,} bytes a token)" in text
     assert main(["doctor", "--json", "--model", str(bundle), "--max-context", "1000"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["bundle"]["kv_bytes_per_token"] == per_token

@@ -87,11 +87,12 @@ def test_quantized_bundles_vs_checkpoint_and_fp32_bundle(bundles, reference):
         assert via_bundle["kl"] == pytest.approx(results[quant]["kl"], rel=1e-2)
     print("eval-quant vs checkpoint (tiny):", results)
     int8, int4 = results["int8"], results["int4"]
+    # measured: int8 top1 0.917, KL 5.6e-4, rel 0.033; int4 top1 0.63, KL 0.034, rel 0.26
     assert int8["top1"] >= 0.85
-    assert 0 < int8["kl"] <= 0.005
-    assert int8["rel"] < 0.1
-    assert int4["kl"] <= 0.2
-    assert int4["rel"] < 0.6
+    assert 0 < int8["kl"] <= 2e-3
+    assert int8["rel"] < 0.06
+    assert int4["kl"] <= 0.06
+    assert int4["rel"] < 0.4
     assert int4["kl"] > int8["kl"] and int4["rel"] > int8["rel"]
     assert int4["top1"] <= int8["top1"]
 

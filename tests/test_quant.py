@@ -138,10 +138,11 @@ def test_quantized_decoders_track_fp32(tiny_checkpoint, tmp_path):
             rel=float(np.linalg.norm(got - want) / np.linalg.norm(want)),
         )
     print("quantized vs fp32 (tiny, random weights):", report)
-    # Random 36-layer nets amplify weight noise ~5-7x; bounds sit below the measured values
-    # (int8: top1 0.87, KL 0.001; int4: top1 ~0.4, KL ~0.06) with margin.
+    # Random 36-layer nets amplify weight noise; the bounds are the measured values (int8: top1
+    # 0.89, KL 8.5e-4, rel 0.041; int4: top1 0.34, KL 0.080, rel 0.40) with a margin of 1.25-3x.
     assert report["int8"]["top1"] >= 0.75
-    assert report["int8"]["kl"] <= 0.01
-    assert report["int4"]["kl"] <= 0.2
-    assert report["int4"]["rel"] < 0.6
+    assert report["int8"]["kl"] <= 3e-3
+    assert report["int8"]["rel"] < 0.08
+    assert report["int4"]["kl"] <= 0.12
+    assert report["int4"]["rel"] < 0.5
     assert report["int8"]["rel"] < report["int4"]["rel"]

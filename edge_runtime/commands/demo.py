@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingExtraError
+from ._extras import require_build_tools
 
 BANNER = ("NOTE: random weights. The text below is noise, not a transcription; it only shows "
           "that every stage runs.")
@@ -44,12 +44,9 @@ def demo_clip(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.nda
 
 
 def run(args) -> int:
-    try:
-        from export.bundle_export import ExportOptions, export_bundle
-        from export.fixture import write_fixture
-    except ImportError as exc:
-        raise MissingExtraError(f"the demo builds a checkpoint and needs the build tools "
-                                f"({exc.name} is missing): pip install 'edge-moss[export]'") from None
+    require_build_tools("demo")  # it builds a checkpoint and exports it
+    from export.bundle_export import ExportOptions, export_bundle
+    from export.fixture import write_fixture
     import soundfile as sf
 
     from ..api import EdgeMoss
@@ -68,7 +65,8 @@ def run(args) -> int:
         print(f"1. reusing the checkpoint in {ckpt}")
     if not (bundle / "manifest.json").is_file():
         t = time.perf_counter()
-        export_bundle(ckpt, bundle, ExportOptions(quant=args.quant, progress=False), force=True)
+        export_bundle(ckpt, bundle, ExportOptions(quant=args.quant, progress=False), force=True,
+                      on_stage=lambda line: print(f"   {line}", flush=True))
         print(f"2. exported an {args.quant.upper()} bundle to {bundle} "
               f"({time.perf_counter() - t:.1f} s)")
     else:

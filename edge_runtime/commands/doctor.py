@@ -176,14 +176,59 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    for key, value in info.items():
-        if isinstance(value, dict) and key in ("usable", "bundle", "jetson"):
-            print(key)
-            for sub, item in value.items():
-                print(f"  {sub:22s} {item}")
-        else:
-            print(f"{key:15s} {value}")
-    if not info["usable"]["cuda"]["usable"]:
-        print("cuda           not usable (pip install 'edge-moss[gpu]'; on Jetson use NVIDIA's "
-              "JetPack onnxruntime-gpu wheel, see docs/gpu-jetson.md)")
+    for line in format_report(info):
+        print(line)
     return 0
+
+
+def _gib(value: float) -> str:
+    return f"{value:.2f} GiB"
+
+
+def format_report(info: dict[str, Any]) -> list[str]:
+    """The report in words and units, one fact a line (--json keeps the raw structure)."""
+    lines = [f"python          {info['python']} on {info['machine']}, {info['cpus']} logical CPUs"]
+    memory = info["memory_gib"]
+    if memory:
+        lines.append(f"memory          {_gib(memory['MemTotal'])} total, "
+                     f"{_gib(memory['MemAvailable'])} available now")
+    else:
+        lines.append("memory          unknown (/proc/meminfo unreadable)")
+    lines.append(f"onnxruntime     {info['onnxruntime']}, providers: {', '.join(info['providers'])}")
+    for device, probe in info["usable"].items():
+        state = "usable" if probe["usable"] else "not usable"
+        lines.append(f"{device:15s} {state}: {probe['detail']}")
+    if not info["usable"]["cuda"]["usable"]:
+        lines.append("                (for CUDA: pip install 'edge-moss[gpu]'; on Jetson use NVIDIA's "
+                     "JetPack onnxruntime-gpu wheel, see docs/gpu-jetson.md)")
+    gpus = info["gpus"]
+    if isinstance(gpus, str):
+        lines.append(f"GPUs            none listed ({gpus})")
+    else:
+        for gpu in gpus:
+            total, used = gpu.get("memory_total_mib"), gpu.get("memory_used_mib")
+            size = (f"{total} MiB total, {used} MiB used" if isinstance(total, int)
+                    else "memory not reported (shared with the CPU on Jetson)")
+            lines.append(f"GPU             {gpu['name']}: {size}")
+    jetson = info["jetson"]
+    lines.append("Jetson          " + (
+        "yes: " + "; ".join(str(jetson[k]) for k in ("board", "l4t") if k in jetson)
+        if jetson["detected"] else "no"))
+    devices = info["input_devices"]
+    lines.append("input devices   " + (devices if isinstance(devices, str) else
+                                       ", ".join(devices) if devices else "none found"))
+    bundle = info.get("bundle")
+    if isinstance(bundle, str):
+        lines.append(f"bundle          {bundle}")
+    elif bundle:
+        lines.append(f"bundle          {bundle['bundle']} needs about {_gib(bundle['total_gib'])}:")
+        lines.append(f"  files         {_gib(bundle['files_gib'])} (graphs, weights, embedding table; "
+                     "held in memory)")
+        lines.append(f"  KV cache      {_gib(bundle['kv_cache_gib'])} for {bundle['max_context']} tokens "
+                     f"({bundle['kv_cache_dtype']}, {bundle['kv_bytes_per_token']:,} bytes a token)")
+        lines.append(f"  plus          {bundle['note'].removeprefix('plus ')}")
+        if "fits_available_memory" in bundle:
+            lines.append("  fits          " + ("yes, in the memory available now" if
+                                             bundle["fits_available_memory"] else
+                                             "NO: more than the memory available now"))
+    return lines

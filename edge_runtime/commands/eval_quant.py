@@ -13,6 +13,7 @@ import sys
 from ..errors import BundleError
 from ..options import check_number
 from ._common import HelpFormatter
+from ._extras import require_build_tools
 
 
 def add_parser(sub) -> None:
@@ -46,6 +47,8 @@ def run(args) -> int:
     check_number(args.threads, "--threads", "threads", 1, 1024, integer=True, none_ok=True)
     if _same_folder(args.bundle, args.reference):
         raise BundleError("--reference is the bundle itself: pass the fp32 checkpoint or bundle")
+    if not (Path(args.reference) / "manifest.json").is_file():  # a checkpoint: the torch reference
+        require_build_tools("eval-quant --reference CHECKPOINT", ("torch", "transformers"))
 
     from quant.eval import BundleModel, evaluate, format_table, open_reference, \
         record_in_manifest, to_json

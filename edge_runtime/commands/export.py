@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..errors import MissingExtraError
+from ._extras import require_build_tools
 
 
 def add_parser(sub) -> None:
@@ -13,7 +13,15 @@ def add_parser(sub) -> None:
                        description="Export a Hugging Face MOSS-Audio checkpoint directory into an "
                                    "edge-moss bundle (ONNX graphs + embeddings + tokenizer).")
     p.add_argument("checkpoint", help="checkpoint directory (config.json + safetensors + tokenizer)")
-    p.add_argument("-o", "--output", required=True, help="bundle folder to write")
+    add_export_options(p)
+    p.set_defaults(func=run)
+
+
+def add_export_options(p, output_required: bool = True) -> None:
+    """Every option of `export` but the checkpoint (`pull` takes the same ones)."""
+    p.add_argument("-o", "--output", required=output_required, default=None,
+                   help="bundle folder to write" + ("" if output_required else
+                                                    " (default: ./NAME-QUANT)"))
     p.add_argument("--quant", default="int4", choices=["fp32", "fp16", "int8", "int4"],
                    help="backbone weights (default: int4)")
     p.add_argument("--encoder-mode", default="chunked", choices=["chunked", "full"],
@@ -49,15 +57,12 @@ def add_parser(sub) -> None:
                         "audio graph and embeddings, blocks of 128; options given explicitly win. "
                         "Costs accuracy: see the README's quantization table")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    try:
-        from export.bundle_export import ExportOptions, export_bundle
-    except ImportError as exc:
-        raise MissingExtraError(f"export needs the build tools ({exc.name} is missing): "
-                                "pip install 'edge-moss[export]'") from None
+    require_build_tools("export")
+    from export.bundle_export import ExportOptions, export_bundle
+
     options = ExportOptions(quant=args.quant, encoder_mode=args.encoder_mode,
                             audio_quant=args.audio_quant, block_size=args.block_size,
                             symmetric=args.symmetric, accuracy_level=args.accuracy_level,
@@ -65,6 +70,42 @@ def run(args) -> int:
                             max_context=args.max_context, method=args.method, target=args.target,
                             compact=args.compact, progress=sys.stderr.isatty())
     start = time.perf_counter()
-    out = export_bundle(args.checkpoint, args.output, options, force=args.force)
-    print(f"bundle written to {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    out = export_bundle(args.checkpoint, args.output, options, force=args.force, on_stage=say)
+    for line in summary_lines(out, time.perf_counter() - start):
+        say(line)
     return 0
+
+
+def summary_lines(bundle, seconds: float) -> list[str]:
+    """The closing summary: where, how long, what precision each part has, and every file's size."""
+    from ..bundle import read_manifest
+
+    manifest = read_manifest(bundle)
+    quant = manifest["quantization"]
+    decoder = quant["decoder"]
+    parts = [f"decoder {decoder.get('quant', '?')}"
+             + (f" (blocks of {decoder['block_size']}, lm_head {decoder['lm_head_quant']})"
+                if decoder.get("block_size") else ""),
+             f"audio graph {quant['audio']}" + _audio_error(quant),
+             f"embeddings {manifest['embeddings']['kind']}"]
+    files = manifest["files"]
+    total = sum(int(f["bytes"]) for f in files.values())
+    lines = [f"bundle written to {bundle} in {seconds:.1f} s: {', '.join(parts)}; "
+             f"{len(files)} files, {_size(total)}"]
+    for name, info in sorted(files.items(), key=lambda item: -int(item[1]["bytes"])):
+        lines.append(f"  {_size(int(info['bytes'])):>9}  {name}")
+    return lines
+
+
+def _audio_error(quant: dict) -> str:
+    error = (quant.get(f"audio_{quant['audio']}") or {}).get("error") or {}
+    rel = error.get("audio_embeds_rel")
+    return f" ({rel:.1%} relative error against fp32, measured at export)" if rel is not None else ""
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.2f} {unit}"
+    return f"{count} B"

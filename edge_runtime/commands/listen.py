@@ -112,6 +112,12 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _say_audio_lost(total_seconds: float) -> None:
+    """Called by the capture's watcher thread the moment audio is lost."""
+    print(f"edge-moss: {total_seconds:.2f} s of audio LOST so far: the model fell behind by more "
+          "than the memory queue and spill file hold", file=sys.stderr, flush=True)
+
+
 def run(args) -> int:
     from ..capture import DeviceLostError, FileStream, MicrophoneStream
     from ..live import LiveTranscriber
@@ -122,8 +128,9 @@ def run(args) -> int:
     _check_files(args)
     endpoint = options.endpoint_config()
     # Open the source first: a missing microphone should be reported before a model loads.
-    source = (MicrophoneStream(device=args.mic_device) if args.mic
+    source = (MicrophoneStream(device=args.mic_device, on_loss=_say_audio_lost) if args.mic
               else FileStream(args.input, realtime=args.realtime))
+    lost_reported = 0.0
     transcript = audio_out = None
     try:
         model = load_model(args)
@@ -155,11 +162,16 @@ def run(args) -> int:
                 if audio_out is not None:
                     audio_out.write(block)
                 live.process(block)
+                lost = getattr(source, "lost_seconds", 0.0)
+                if lost > lost_reported and args.json:
+                    print(json.dumps({"type": "audio_lost", "seconds": round(lost - lost_reported, 3),
+                                      "total_seconds": round(lost, 3)}), flush=True)
+                lost_reported = max(lost_reported, lost)
                 if (args.mic or args.realtime) and not warned and live.stats.audio_s > 10 \
                         and live.stats.real_time_factor > 1.0:
                     warned = True
                     print(f"edge-moss: slower than real time (RTF {live.stats.real_time_factor:.2f});"
-                          " audio is queued, not dropped", file=sys.stderr)
+                          " audio is queued (in memory, then on disk), not dropped", file=sys.stderr)
         except DeviceLostError as exc:
             if audio_out is not None:
                 audio_out.write(exc.samples)
@@ -186,6 +198,10 @@ def run(args) -> int:
             summary += f", end of speech -> final text {lat[len(lat) // 2]:.3f} s (median)"
         if overflows:
             summary += f", {overflows} input overflows reported by the device"
+        if getattr(source, "spilled_seconds", 0.0):
+            summary += f", {source.spilled_seconds:.1f} s waited in the spill file"
+        if getattr(source, "lost_seconds", 0.0):
+            summary += f", {source.lost_seconds:.2f} s of audio LOST (capture buffers full)"
         print(f"edge-moss: {message + '. ' if message else ''}{summary}", file=sys.stderr)
         return status
     finally:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from ..errors import EdgeMossError, MissingExtraError
+from . import export as export_command
+from ._extras import require_build_tools
 
 
 def add_parser(sub) -> None:
@@ -14,13 +16,13 @@ def add_parser(sub) -> None:
                        description="Download a MOSS-Audio checkpoint (huggingface_hub) and export it "
                                    "to a bundle. The only command that uses the network.")
     p.add_argument("repo_id", help="e.g. OpenMOSS-Team/MOSS-Audio-4B-Instruct")
-    p.add_argument("-o", "--output", default=None, help="bundle folder (default: ./NAME-QUANT)")
-    p.add_argument("--quant", default="int4", choices=["fp32", "fp16", "int8", "int4"])
-    p.add_argument("--revision", default=None)
+    p.add_argument("--revision", default=None, help="hub revision (default: the main branch)")
+    export_command.add_export_options(p, output_required=False)  # every export option, same defaults
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    require_build_tools("pull")  # before a download of gigabytes that could not be exported
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -39,13 +41,6 @@ def run(args) -> int:
             f"could not download {args.repo_id} ({why}): this machine cannot reach the model hub. "
             "Copy the checkpoint folder here another way and run `edge-moss export DIR -o BUNDLE`"
         ) from None
-    import argparse
-
-    from . import export as export_command
-
-    # Export's own parser supplies every default, so pull never drifts from `edge-moss export`.
-    parser = argparse.ArgumentParser(prog="edge-moss")
-    export_command.add_parser(parser.add_subparsers())
-    export_args = parser.parse_args(["export", local, "-o", str(out), "--quant", args.quant])
     print(f"downloaded {args.repo_id} to {local}; exporting", file=sys.stderr)
-    return export_command.run(export_args)
+    args.checkpoint, args.output = local, str(out)
+    return export_command.run(args)
