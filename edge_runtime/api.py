@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,23 +169,39 @@ class EdgeMoss:
                          stopped_by=result.stopped_by)
 
     def _run(self, samples: np.ndarray, question: str, settings: DecodeSettings,
-             system: str | None, front_end: str = "clip") -> AskResult:
+             system: str | None, front_end: str = "clip",
+             on_token: Callable[[int], None] | None = None) -> AskResult:
         steps = self._ask_steps(samples, question, settings, system, front_end)
+        stop = None
         while True:
             try:
-                next(steps)
+                token = steps.send(stop)
             except StopIteration as done:
                 return done.value
+            # A server streams from here: on_token returning True ends the answer (a stop string);
+            # an exception raised in it abandons the run (a client that went away).
+            stop = on_token(token) if on_token is not None else None
+
+    def with_own_cache(self, max_context: int | None = None) -> "EdgeMoss":
+        """This model with a KV cache of its own, sharing the sessions and weights: a live stream
+        served beside file requests keeps its prefilled utterance while they reset theirs."""
+        twin = copy.copy(self)
+        twin.decoder = Decoder(None, self.decoder.dims, session=self.decoder.session,
+                               max_context=int(max_context or self.decoder.max_context))
+        twin.lm = CachedLM(twin.decoder, self.embeddings, self.config.num_deepstack, self.stop_ids)
+        return twin
 
     # ----- public API -----
 
     def ask(self, audio: AudioInput, question: str, *, stream: bool = False,
-            system: str | None = None, **settings: Any) -> AskResult | AskStream:
-        """Answer `question` about `audio`. With stream=True, iterate the result for text pieces."""
+            system: str | None = None, on_token: Callable[[int], None] | None = None,
+            **settings: Any) -> AskResult | AskStream:
+        """Answer `question` about `audio`. With stream=True, iterate the result for text pieces.
+        `on_token(id)` (stream=False) sees each generated id and may return True to stop there."""
         samples = self.load(audio)
         decode = DecodeSettings(**settings)
         if not stream:
-            return self._run(samples, question, decode, system)
+            return self._run(samples, question, decode, system, on_token=on_token)
         holder = AskStream(iter(()))
 
         def pieces() -> Iterator[str]:
@@ -210,12 +227,15 @@ class EdgeMoss:
                    vad: bool = True, max_new_tokens: int = 448,
                    progress: Callable[[int, int], None] | None = None,
                    windows: list[tuple[float, float]] | None = None, front_end: str = "clip",
+                   on_token: Callable[[int], None] | None = None, instruction: str | None = None,
                    **settings: Any) -> tuple[list[Segment], TranscriptionInfo]:
         """Transcribe `audio` window by window; segments carry absolute times in seconds.
 
         Windows come from the VAD's speech regions (or quiet points when vad=False), at most
         `window_s` long; pass `windows` [(start_s, end_s)] to impose a segmentation (the live
         path's utterances, say) and front_end="streaming" to use the live path's mel floor.
+        `on_token(id)` sees each generated id (window ends are `progress` calls); `instruction`
+        replaces the prompt's instruction (default: the authors' timestamped or plain one).
         """
         from .windows import plan_windows, plan_windows_from_regions
 
@@ -234,7 +254,7 @@ class EdgeMoss:
                                                 unit="seconds")
         else:
             windows = plan_windows(samples, max_window_s=window_s)
-        instruction = TIMESTAMP_INSTRUCTION if timestamps else PLAIN_INSTRUCTION
+        instruction = instruction or (TIMESTAMP_INSTRUCTION if timestamps else PLAIN_INSTRUCTION)
         decode = DecodeSettings(max_new_tokens=max_new_tokens, **settings)
         segments: list[Segment] = []
         audio_tokens = generated = 0
@@ -242,7 +262,7 @@ class EdgeMoss:
             piece = samples[lo:hi]
             if piece.size < facts.HOP_LENGTH:
                 continue
-            result = self._run(piece, instruction, decode, None, front_end)
+            result = self._run(piece, instruction, decode, None, front_end, on_token)
             audio_tokens += result.audio_tokens
             generated += len(result.token_ids)
             window_len = piece.size / facts.SAMPLE_RATE

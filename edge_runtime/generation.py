@@ -29,7 +29,7 @@ class GenerationOptions:
 @dataclass
 class DecodeResult:
     token_ids: list[int]
-    stopped_by: str  # "stop_token", "max_new_tokens" or "context_full"
+    stopped_by: str  # "stop_token", "max_new_tokens", "context_full" or "stop_sequence"
     decode_s: float
 
     @property
@@ -92,7 +92,8 @@ class CachedLM:
                     ) -> Generator[int, None, DecodeResult]:
         """Sample from `logits` (the last prompt position's), then one cached step per token.
 
-        Yields each generated id as soon as it is chosen; returns the DecodeResult.
+        Yields each generated id as soon as it is chosen (send(True) after one stops the decode);
+        returns the DecodeResult.
         """
         sampler = Sampler(options.sampler)
         tokens: list[int] = []
@@ -105,7 +106,9 @@ class CachedLM:
                 stopped_by = "stop_token"
                 break
             tokens.append(token)
-            yield token
+            if (yield token):  # a caller's send(True): stop here (a stop string was seen)
+                stopped_by = "stop_sequence"
+                break
             if len(tokens) == options.max_new_tokens:
                 break
             if self.decoder.length + 1 > self.decoder.max_context:
