@@ -45,9 +45,14 @@ def add_parser(sub) -> None:
 
 
 def _check_extra() -> None:
-    import importlib.util
+    import importlib
 
-    missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+    missing = []
+    for name in SERVER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise MissingExtraError(f"edge-moss serve needs the server extra ({', '.join(missing)} "
                                 "missing): pip install 'edge-moss[server]'")
