@@ -212,3 +212,29 @@ def test_a_killed_client_is_cancelled_and_the_next_request_is_right(served, clie
     assert _wait_for(lambda: queue.cancelled == cancelled + 1 and queue.waiting == 0)
     with open(speech_wav, "rb") as fh:
         assert client.audio.transcriptions.create(model="m", file=fh).text == before
+
+
+def test_a_stream_closed_mid_decode_stops_the_decode(served, client, speech_wav):
+    import base64
+
+    audio = {"type": "input_audio", "input_audio": {
+        "data": base64.b64encode(speech_wav.read_bytes()).decode(), "format": "wav"}}
+    messages = [{"role": "user", "content": [audio, {"type": "text", "text": "Describe it."}]}]
+    long = 800
+    whole = client.chat.completions.create(model="m", messages=messages, max_tokens=long)
+    assert whole.choices[0].finish_reason == "length", "the random model stopped on its own"
+    queue = served.engine.queue
+    cancelled = queue.cancelled
+    start = time.monotonic()
+    stream = client.chat.completions.create(model="m", messages=messages, max_tokens=long,
+                                            stream=True)
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    stream.close()  # the client goes away after the first piece of the answer
+    assert _wait_for(lambda: queue.cancelled == cancelled + 1, timeout=60)
+    took = time.monotonic() - start
+    # the rest of the answer was not decoded: the next request is served at once and is right
+    again = client.chat.completions.create(model="m", messages=messages, max_tokens=long)
+    assert again.model_extra["edge_moss"]["token_ids"] == whole.model_extra["edge_moss"]["token_ids"]
+    assert took < whole.model_extra["edge_moss"]["timings"]["decode_s"]

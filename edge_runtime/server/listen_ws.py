@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import numpy as np
 import soxr
@@ -22,6 +23,10 @@ from ..endpointing import EndpointConfig
 from ..live import LiveTranscriber
 from ..model_facts import SAMPLE_RATE
 from .audio_input import pcm_to_float
+from .openai_schema import ApiError
+from .queue import Cancelled
+
+log = logging.getLogger("edge_moss.listen")
 
 MAX_SECONDS_PER_FRAME = 10  # a bigger frame is refused: bounded memory per message
 
@@ -91,15 +96,24 @@ async def listen(websocket: WebSocket) -> None:
     try:
         await websocket.accept()
         await _session(websocket, engine)
-    except WebSocketDisconnect:
-        pass
+    except (WebSocketDisconnect, Cancelled):
+        pass  # the client left
+    except asyncio.TimeoutError:
+        await _error(websocket, "no audio within 60 s", 1008)
+    except ApiError as exc:  # e.g. a bundle without the chunked encoder live input needs
+        await _error(websocket, exc.message, 1011)
+    except (RuntimeError, OSError) as exc:  # sending to a client that has just gone
+        log.info("live stream ended: %s", exc)
     finally:
         slots.release()
 
 
 async def _error(websocket: WebSocket, message: str, code: int = 1003) -> None:
-    await websocket.send_text(json.dumps({"type": "error", "message": message}))
-    await websocket.close(code=code, reason=message[:120])
+    try:
+        await websocket.send_text(json.dumps({"type": "error", "message": message}))
+        await websocket.close(code=code, reason=message[:120])
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # already gone
 
 
 async def _session(websocket: WebSocket, engine) -> None:
