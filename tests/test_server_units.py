@@ -97,3 +97,12 @@ def test_missing_server_extra_names_the_install(tmp_path, server_bundle):
     assert proc.returncode == 2
     assert "pip install 'edge-moss[server]'" in proc.stderr and "uvicorn" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_host_beyond_loopback_without_a_key_is_warned_about(server_bundle):
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails after the warning,
+    # so nothing ever listens beyond loopback here.
+    proc = serve("-m", str(server_bundle), "--host", "192.0.2.1", "--port", "0",
+                 env={k: v for k, v in os.environ.items() if k != "EDGE_MOSS_API_KEY"})
+    assert "warning: listening on 192.0.2.1 without an API key" in proc.stderr
+    assert proc.returncode == 2 and "cannot listen on 192.0.2.1" in proc.stderr
