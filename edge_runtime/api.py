@@ -170,7 +170,7 @@ class EdgeMoss:
 
     def _run(self, samples: np.ndarray, question: str, settings: DecodeSettings,
              system: str | None, front_end: str = "clip",
-             on_token: Callable[[int], None] | None = None) -> AskResult:
+             on_token: Callable[[int], bool | None] | None = None) -> AskResult:
         steps = self._ask_steps(samples, question, settings, system, front_end)
         stop = None
         while True:
@@ -194,7 +194,7 @@ class EdgeMoss:
     # ----- public API -----
 
     def ask(self, audio: AudioInput, question: str, *, stream: bool = False,
-            system: str | None = None, on_token: Callable[[int], None] | None = None,
+            system: str | None = None, on_token: Callable[[int], bool | None] | None = None,
             **settings: Any) -> AskResult | AskStream:
         """Answer `question` about `audio`. With stream=True, iterate the result for text pieces.
         `on_token(id)` (stream=False) sees each generated id and may return True to stop there."""
@@ -227,7 +227,7 @@ class EdgeMoss:
                    vad: bool = True, max_new_tokens: int = 448,
                    progress: Callable[[int, int], None] | None = None,
                    windows: list[tuple[float, float]] | None = None, front_end: str = "clip",
-                   on_token: Callable[[int], None] | None = None, instruction: str | None = None,
+                   on_token: Callable[[int], bool | None] | None = None, instruction: str | None = None,
                    **settings: Any) -> tuple[list[Segment], TranscriptionInfo]:
         """Transcribe `audio` window by window; segments carry absolute times in seconds.
 

@@ -89,7 +89,7 @@ class CachedLM:
         self.decoder.rollback(length)
 
     def iter_decode(self, logits: np.ndarray, options: GenerationOptions
-                    ) -> Generator[int, None, DecodeResult]:
+                    ) -> Generator[int, bool | None, DecodeResult]:
         """Sample from `logits` (the last prompt position's), then one cached step per token.
 
         Yields each generated id as soon as it is chosen (send(True) after one stops the decode);
