@@ -227,7 +227,8 @@ class EdgeMoss:
                    vad: bool = True, max_new_tokens: int = 448,
                    progress: Callable[[int, int], None] | None = None,
                    windows: list[tuple[float, float]] | None = None, front_end: str = "clip",
-                   on_token: Callable[[int], bool | None] | None = None, instruction: str | None = None,
+                   on_token: Callable[[int], bool | None] | None = None,
+                   instruction: str | None = None,
                    **settings: Any) -> tuple[list[Segment], TranscriptionInfo]:
         """Transcribe `audio` window by window; segments carry absolute times in seconds.
 
