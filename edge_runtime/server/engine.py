@@ -28,7 +28,9 @@ def busy_error(exc: QueueFull) -> ApiError:
 
 
 def model_error(exc: EdgeMossError) -> ApiError:
-    code = "context_length_exceeded" if type(exc).__name__ == "ContextLengthError" else "invalid_audio"
+    from ..decoder import ContextLengthError
+
+    code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else "invalid_audio"
     return ApiError(400, str(exc), code=code)
 
 

@@ -58,7 +58,8 @@ def parse_config(text: str) -> dict:
         raise ConfigError("max_new_tokens must be an integer from 1 to 1024")
     try:
         cfg["endpoint"] = EndpointConfig(
-            threshold=float(cfg["vad_threshold"]), neg_threshold=min(0.35, float(cfg["vad_threshold"])),
+            threshold=float(cfg["vad_threshold"]),
+            neg_threshold=min(0.35, float(cfg["vad_threshold"])),
             min_silence_s=float(cfg["min_silence"]), min_speech_s=float(cfg["min_speech"]),
             max_utterance_s=float(cfg["max_utterance"]),
             cut_search_s=min(2.0, float(cfg["max_utterance"]) / 2))

@@ -59,7 +59,8 @@ def _int(value: Any, param: str, lo: int, hi: int | None = None) -> int:
     except ValueError:
         raise bad(f"'{param}' must be an integer, got {value!r}", param) from None
     if number < lo or (hi is not None and number > hi):
-        raise bad(f"'{param}' must be {'between ' + str(lo) + ' and ' + str(hi) if hi is not None else 'at least ' + str(lo)}, got {number}", param)
+        span = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise bad(f"'{param}' must be {span}, got {number}", param)
     return number
 
 
@@ -100,7 +101,8 @@ def parse_transcription_form(form) -> TranscriptionRequest:
     req.stream = _bool(form.get("stream", False), "stream")
     if req.stream and fmt not in STREAMABLE_FORMATS:
         raise bad(f"stream=true needs response_format json or text, not {fmt}", "stream")
-    granularities = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+    granularities = (form.getlist("timestamp_granularities[]")
+                     + form.getlist("timestamp_granularities"))
     for item in granularities:
         if item != "segment":
             raise bad(f"timestamp_granularities: only 'segment' is available (the model gives "
@@ -214,7 +216,8 @@ def parse_chat(body: Any, max_context: int) -> ChatRequest:
         raise bad("only n=1 is supported", "n", "unsupported_value")
     stop = body.get("stop")
     stops = [] if stop is None else [stop] if isinstance(stop, str) else stop
-    if not (isinstance(stops, list) and len(stops) <= 4 and all(isinstance(s, str) and s for s in stops)):
+    if not (isinstance(stops, list) and len(stops) <= 4
+            and all(isinstance(s, str) and s for s in stops)):
         raise bad("'stop' must be a string or a list of up to 4 non-empty strings", "stop")
     stream = _bool(body.get("stream", False), "stream")
     options = body.get("stream_options") or {}
