@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -106,3 +107,28 @@ def test_a_host_beyond_loopback_without_a_key_is_warned_about(server_bundle):
                  env={k: v for k, v in os.environ.items() if k != "EDGE_MOSS_API_KEY"})
     assert "warning: listening on 192.0.2.1 without an API key" in proc.stderr
     assert proc.returncode == 2 and "cannot listen on 192.0.2.1" in proc.stderr
+
+
+def test_the_work_queue_runs_jobs_in_order_and_bounds_the_waiting():
+    import threading
+
+    from edge_runtime.server.queue import Cancelled, QueueFull, WorkQueue
+
+    work = WorkQueue(max_waiting=2)
+    gate, order = threading.Event(), []
+    first = work.submit(lambda job: gate.wait(30))
+    deadline = time.monotonic() + 30
+    while work.waiting and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first job starts
+    later = [work.submit(lambda job, i=i: order.append(i)) for i in range(2)]
+    with pytest.raises(QueueFull) as full:
+        work.submit(lambda job: None)
+    assert full.value.retry_after >= 1
+    live = work.submit(lambda job: order.append("live"), bounded=False)  # not counted
+    later[1].cancel()  # its client left while it waited: skipped
+    gate.set()
+    assert first.future.result(timeout=30) is True
+    live.future.result(timeout=30)
+    assert isinstance(later[1].future.exception(timeout=30), Cancelled)
+    assert order == [0, "live"] and work.cancelled == 1
+    work.close()
