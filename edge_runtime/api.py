@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -197,21 +198,36 @@ class EdgeMoss:
                          stopped_by=result.stopped_by, logprobs=result.logprobs)
 
     def _run(self, samples: np.ndarray, question: str, settings: DecodeSettings,
-             system: str | None, front_end: str = "clip") -> AskResult:
+             system: str | None, front_end: str = "clip",
+             on_token: Callable[[int], bool | None] | None = None) -> AskResult:
         with self._exclusive():
             steps = self._ask_steps(samples, question, settings, system, front_end)
+            stop = None
             while True:
                 try:
-                    next(steps)
+                    token = steps.send(stop)
                 except StopIteration as done:
                     return done.value
+                # A server streams from here: on_token returning True ends the answer (a stop
+                # string); an exception raised in it abandons the run (a client that went away).
+                stop = on_token(token) if on_token is not None else None
+
+    def with_own_cache(self, max_context: int | None = None) -> "EdgeMoss":
+        """This model with a KV cache of its own, sharing the sessions and weights: a live stream
+        served beside file requests keeps its prefilled utterance while they reset theirs."""
+        twin = copy.copy(self)
+        twin.decoder = Decoder(None, self.decoder.dims, session=self.decoder.session,
+                               max_context=int(max_context or self.decoder.max_context))
+        twin.lm = CachedLM(twin.decoder, self.embeddings, self.config.num_deepstack, self.stop_ids)
+        return twin
 
     # ----- public API -----
 
     def ask(self, audio: AudioInput, question: str, *, stream: bool = False,
             system: str | None = None, max_new_tokens: int = 256, temperature: float = 0.0,
             top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-            ignore_eos: bool = False) -> AskResult | AskStream:
+            ignore_eos: bool = False,
+            on_token: Callable[[int], bool | None] | None = None) -> AskResult | AskStream:
         """Answer `question` about `audio`.
 
         Args:
@@ -221,6 +237,7 @@ class EdgeMoss:
             system: system prompt (default: the object's, "You are a helpful assistant.").
             max_new_tokens, temperature, top_k, top_p, seed: decoding (greedy by default).
             ignore_eos: keep decoding past the stop token.
+            on_token: (stream=False) sees each generated id; returning True stops there.
 
         One object runs one generation at a time: other threads wait their turn; a second
         stream opened and iterated in the same thread while one is still open raises BusyError.
@@ -233,7 +250,7 @@ class EdgeMoss:
                                 top_k=top_k, top_p=top_p, seed=seed, ignore_eos=ignore_eos)
         samples = self.load(audio)
         if not stream:
-            return self._run(samples, question, decode, system)
+            return self._run(samples, question, decode, system, on_token=on_token)
         holder = AskStream(iter(()))
 
         def pieces() -> Iterator[str]:
@@ -263,7 +280,9 @@ class EdgeMoss:
                    top_p: float = 1.0, seed: int | None = None, ignore_eos: bool = False,
                    progress: Callable[[float, float], None] | None = None,
                    windows: Sequence[tuple[float, float]] | None = None,
-                   front_end: str = "clip") -> tuple[list[Segment], TranscriptionInfo]:
+                   front_end: str = "clip",
+                   on_token: Callable[[int], bool | None] | None = None
+                   ) -> tuple[list[Segment], TranscriptionInfo]:
         """Transcribe `audio` window by window; segments carry absolute times in seconds.
 
         Args:
@@ -285,6 +304,7 @@ class EdgeMoss:
             windows: [(start_s, end_s)] to impose a segmentation (e.g. the live path's
                 utterances); in time order, without overlap, inside the audio.
             front_end: "clip" (the reference's mel) or "streaming" (the live path's mel floor).
+            on_token: sees each generated id; returning True ends that window's answer.
 
         Returns (segments, info). Each Segment has id, start, end, text, tokens, avg_logprob,
         temperature, compression_ratio and, with speakers, speaker; info records the duration,
@@ -320,7 +340,7 @@ class EdgeMoss:
             piece = samples[lo:hi]
             if piece.size < facts.HOP_LENGTH:
                 continue
-            result = self._run(piece, instruction.text, decode, None, front_end)
+            result = self._run(piece, instruction.text, decode, None, front_end, on_token)
             audio_tokens += result.audio_tokens
             generated += len(result.token_ids)
             for key in stages:

@@ -29,7 +29,7 @@ class GenerationOptions:
 @dataclass
 class DecodeResult:
     token_ids: list[int]
-    stopped_by: str  # "stop_token", "max_new_tokens" or "context_full"
+    stopped_by: str  # "stop_token", "max_new_tokens", "context_full" or "stop_sequence"
     decode_s: float
     logprobs: list[float] = field(default_factory=list)  # log-softmax at each chosen token
 
@@ -95,10 +95,11 @@ class CachedLM:
         self.decoder.rollback(length)
 
     def iter_decode(self, logits: np.ndarray, options: GenerationOptions
-                    ) -> Generator[int, None, DecodeResult]:
+                    ) -> Generator[int, bool | None, DecodeResult]:
         """Sample from `logits` (the last prompt position's), then one cached step per token.
 
-        Yields each generated id as soon as it is chosen; returns the DecodeResult.
+        Yields each generated id as soon as it is chosen (send(True) after one stops the decode);
+        returns the DecodeResult.
         """
         sampler = Sampler(options.sampler)
         tokens: list[int] = []
@@ -113,7 +114,9 @@ class CachedLM:
                 break
             tokens.append(token)
             logprobs.append(token_logprob(last, token))
-            yield token
+            if (yield token):  # a caller's send(True): stop here (a stop string was seen)
+                stopped_by = "stop_sequence"
+                break
             if len(tokens) == options.max_new_tokens:
                 break
             if self.decoder.length + 1 > self.decoder.max_context:

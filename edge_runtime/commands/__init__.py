@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "transcribe",
     "ask",
     "listen",
+    "serve",
     "devices",
     "export",
     "eval_quant",
