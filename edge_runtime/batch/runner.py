@@ -187,6 +187,9 @@ def _stage(ds, stage_args: dict[str, Any], workers: int, threads: int):
 def run_batch(cfg: BatchConfig, temp_dir: str | None = None) -> BatchSummary:
     import time
 
+    from .session import require_ray
+
+    require_ray()
     start = time.monotonic()
     out_dir = cfg.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,19 @@ def prepare_environment(address: str) -> None:
         os.environ.update(LOOPBACK_ENV)
 
 
+def require_ray() -> None:
+    """Fail fast, before any work, when the extra is missing (looks for Ray without importing it)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise MissingExtraError("edge-moss batch needs Ray Data (ray is missing): "
+                                "pip install 'edge-moss[cluster]'")
+
+
 def import_ray():
     try:
         import ray

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import socket
+import sys
 import time
 from typing import Any, Mapping
 
@@ -64,6 +65,16 @@ def _decode_bytes(data: bytes, name: str) -> np.ndarray:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioError(f"cannot read {name} as audio (unsupported or corrupt file: {reason})") from None
     return to_mono_16k(samples, rate, name=name)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far (what one actor needs), in MB; -1 if unknown."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 1024.0 if sys.platform != "darwin" else peak / 2**20, 1)
 
 
 def _rows(batch: Any) -> list[dict[str, Any]]:
@@ -135,7 +146,8 @@ class MossStage:
             record["duration"] = samples.size / facts.SAMPLE_RATE
             text, segments, timings = self._answer(samples)
             timings = {"read_s": round(read_s, 4), **timings,
-                       "total_s": round(time.perf_counter() - start, 4)}
+                       "total_s": round(time.perf_counter() - start, 4),
+                       "peak_rss_mb": _peak_rss_mb()}
             record.update(text=text, segments=json.dumps(segments, ensure_ascii=False),
                           timings=json.dumps(timings))
         except FileNotFoundError:
