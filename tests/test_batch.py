@@ -216,6 +216,24 @@ def test_parquet_results_round_trip(tmp_path):
     assert json.loads(rows[0]["timings"]) == {"total_s": 0.1}
 
 
+def test_progress_counts_audio_hours_and_eta(monkeypatch):
+    import io
+
+    from edge_runtime.batch import progress as prog
+
+    clock = [100.0]
+    monkeypatch.setattr(prog.time, "monotonic", lambda: clock[0])
+    stream = io.StringIO()
+    bar = prog.BatchProgress(files=3, audio_s=3 * 3600.0, stream=stream, line_every_s=0.0)
+    clock[0] += 1800.0  # one hour of audio done in half an hour
+    bar.update(3600.0)
+    assert bar.rate() == pytest.approx(2.0) and bar.eta_s() == pytest.approx(3600.0)
+    assert "1.00/3.00 audio h, 2.0 audio-h/h, ETA 1:00:00" in stream.getvalue()
+    clock[0] += 10.0
+    bar.update(0.0, failed=True)
+    assert bar.failed == 1 and "1 failed" in stream.getvalue().splitlines()[-1]
+
+
 @pytest.mark.parametrize("flags, needle", [
     (["--task", "ask"], "--question"),
     (["--question", "why?"], "--task ask"),
