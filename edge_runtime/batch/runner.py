@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,8 +186,7 @@ def _stage(ds, stage_args: dict[str, Any], workers: int, threads: int):
 
 
 def run_batch(cfg: BatchConfig, temp_dir: str | None = None) -> BatchSummary:
-    import time
-
+    """Plan, run what is not done, write results; `temp_dir` is Ray's session folder (local mode)."""
     from .session import require_ray
 
     require_ray()
