@@ -55,7 +55,8 @@ def run_one(bundle: str, clips: list[str], out: Path, workers: int, threads: int
     cmd = [sys.executable, "-m", "edge_runtime.cli", "batch", *clips, "-m", bundle, "-o", str(out),
            "--no-vad", "--max-new-tokens", str(tokens), "--workers", str(workers),
            "--threads-per-worker", str(threads), "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     wall = time.perf_counter() - start

@@ -27,7 +27,8 @@ TOKENS = "24"  # short answers keep the tiny runs fast
 
 
 def cli(*args, timeout=300):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=REPO)
 
@@ -269,13 +270,15 @@ def test_runtime_and_cli_work_without_ray(tmp_path, clips):
                      line.strip().startswith(("import ray", "from ray"))
                      for line in p.read_text().splitlines())]
     assert offenders == []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     run = lambda *args: subprocess.run([sys.executable, "-c", RAY_BLOCKER, *args], env=env,
                                        capture_output=True, text=True, timeout=120, cwd=REPO)
     assert run("batch", "--help").returncode == 0
     proc = run("batch", clips[0][0], "-m", str(tmp_path), "-o", str(tmp_path / "o"))
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "edge-moss[cluster]" in lines[0], proc.stderr
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "edge-moss[cluster]" in lines[0]
 
 
 # ----- on Ray -----
@@ -323,7 +326,8 @@ def test_batch_equals_transcribe_and_survives_a_bad_file(ray_cluster, bundle, cl
     for path in paths:
         want = json.loads((ref / Path(path).parent.name / f"{Path(path).stem}.json").read_text())
         assert records[path]["error"] == ""
-        assert records[path]["text"] == want["text"] and records[path]["segments"] == want["segments"]
+        assert records[path]["text"] == want["text"]
+        assert records[path]["segments"] == want["segments"]
         assert records[path]["duration"] == want["info"]["duration"]
         per_file = json.loads((out / "files" / (path.lstrip("/") + ".json")).read_text())
         assert per_file["segments"] == want["segments"] and per_file["text"] == want["text"]
@@ -401,4 +405,5 @@ def test_readme_pipeline_reads_bytes_on_two_actors(ray_cluster, bundle, clips):
     for path in mine:
         want, got = here.process(path), rows[Path(path).name]
         assert got["error"] == "" and got["sha256"] == want["sha256"]
-        assert got["text"] == want["text"] and json.loads(got["segments"]) == json.loads(want["segments"])
+        assert got["text"] == want["text"]
+        assert json.loads(got["segments"]) == json.loads(want["segments"])

@@ -75,7 +75,8 @@ def import_ray():
     return ray
 
 
-def connect(address: str = LOCAL, num_cpus: int | None = None, temp_dir: str | None = None) -> tuple[Any, bool]:
+def connect(address: str = LOCAL, num_cpus: int | None = None,
+            temp_dir: str | None = None) -> tuple[Any, bool]:
     """(ray, started_here): attach to a running Ray session, start a local one, or join a cluster.
 
     A session already started in this process (a user's pipeline, the tests) is used as is.
@@ -95,7 +96,8 @@ def connect(address: str = LOCAL, num_cpus: int | None = None, temp_dir: str | N
         else:
             ray.init(address=address, **common)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise EdgeMossError(f"cannot start or reach Ray at {address}: {str(exc).splitlines()[0]}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgeMossError(f"cannot start or reach Ray at {address}: {reason}") from None
     return ray, True
 
 

@@ -63,7 +63,8 @@ def _decode_bytes(data: bytes, name: str) -> np.ndarray:
         samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(f"cannot read {name} as audio (unsupported or corrupt file: {reason})") from None
+        raise AudioError(f"cannot read {name} as audio "
+                         f"(unsupported or corrupt file: {reason})") from None
     return to_mono_16k(samples, rate, name=name)
 
 
@@ -86,7 +87,8 @@ def _rows(batch: Any) -> list[dict[str, Any]]:
     elif isinstance(batch, Mapping):
         columns = {name: list(values) for name, values in batch.items()}
     else:
-        raise TypeError(f"a batch must be a dict of columns, a DataFrame or a Table, not {type(batch)}")
+        raise TypeError("a batch must be a dict of columns, a DataFrame or a Table, "
+                        f"not {type(batch)}")
     if "path" not in columns and "bytes" not in columns:
         raise KeyError("a batch needs a 'path' column (and optionally 'bytes')")
     count = len(next(iter(columns.values()))) if columns else 0
@@ -107,9 +109,10 @@ class MossStage:
         device, max_context: as EdgeMoss.
     """
 
-    def __init__(self, bundle: str | os.PathLike, task: str = "transcribe", question: str | None = None,
-                 timestamps: bool = False, threads: int | None = None, *, window_s: float = 30.0,
-                 vad: bool = True, decode: dict[str, Any] | None = None, device: str = "cpu",
+    def __init__(self, bundle: str | os.PathLike, task: str = "transcribe",
+                 question: str | None = None, timestamps: bool = False,
+                 threads: int | None = None, *, window_s: float = 30.0, vad: bool = True,
+                 decode: dict[str, Any] | None = None, device: str = "cpu",
                  max_context: int | None = None):
         from ..api import EdgeMoss
 

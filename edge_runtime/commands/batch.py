@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
                    help="actors, each with its own copy of the model (default: fill the CPUs, "
                         "as many as fit in memory locally)")
     p.add_argument("--threads-per-worker", type=int, default=None, dest="threads",
-                   help="ONNX Runtime threads per actor, also its Ray CPUs (default: CPUs / workers)")
+                   help="ONNX Runtime threads per actor, also its Ray CPUs "
+                        "(default: CPUs / workers)")
     p.add_argument("--format", default="jsonl", choices=["jsonl", "parquet"], dest="results_format",
                    help="results file format (default: jsonl)")
     p.add_argument("-f", "--file-formats", default="",
