@@ -10,6 +10,7 @@ COMMAND_MODULES = (
     "demo",
     "transcribe",
     "ask",
+    "batch",
     "listen",
     "serve",
     "devices",
