@@ -49,6 +49,16 @@ class Segment:
             out["speaker"] = self.speaker
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Segment":
+        """The inverse of to_dict (a record read back from JSON or Parquet)."""
+        return cls(start=float(data["start"]), end=float(data["end"]), text=str(data["text"]),
+                   id=int(data.get("id", 0)), speaker=data.get("speaker"),
+                   tokens=[int(t) for t in data.get("tokens") or []],
+                   avg_logprob=data.get("avg_logprob"),
+                   temperature=float(data.get("temperature", 0.0)),
+                   compression_ratio=data.get("compression_ratio"))
+
 
 def compression_ratio(text: str) -> float | None:
     """whisper's repetition signal: UTF-8 length over zlib-compressed length (None for '')."""

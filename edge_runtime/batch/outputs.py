@@ -72,8 +72,7 @@ def render_file(record: dict[str, Any], fmt: str, task: str) -> str:
             return record["text"].strip() + "\n"
         doc = {k: record[k] for k in ("path", "sha256", "duration", "text", "timings")}
         return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
-    segments = [Segment(float(s["start"]), float(s["end"]), str(s["text"]))
-                for s in record["segments"]]
+    segments = [Segment.from_dict(s) for s in record["segments"]]
     info = TranscriptionInfo(duration=float(record["duration"]),
                              timings={k: v for k, v in record["timings"].items()
                                       if k.endswith("_s")})
