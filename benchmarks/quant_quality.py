@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write the table with its machine and command to this .md file")
     p.add_argument("--report-only", action="store_true",
                    help="only turn an existing --out JSON into --markdown")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="with --report-only: the rows of several runs against the same reference "
+                        "run (--run-cache) in one table")
     p.add_argument("--score-one", nargs=2, metavar=("NAME", "BUNDLE"), help=argparse.SUPPRESS)
     p.add_argument("--score-torch", nargs=2, metavar=("NAME", "SPEC"), help=argparse.SUPPRESS)
     p.add_argument("--reference-audio", action="store_true", help=argparse.SUPPRESS)
@@ -126,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         if not args.markdown:
             p.error("--report-only needs --markdown")
-        write_markdown(json.loads(Path(args.out).read_text(encoding="utf-8")), Path(args.markdown))
+        if args.merge:
+            out = merge_runs([json.loads(Path(f).read_text(encoding="utf-8")) for f in args.merge])
+            Path(args.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        else:
+            out = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        write_markdown(out, Path(args.markdown))
         return 0
 
     from quant.eval import CLIP_SECONDS, BundleModel
@@ -169,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{cached} holds another reference run; delete it or pass another --run-cache")
         print(f"reference run loaded from {cached}", file=sys.stderr, flush=True)
     else:
+        # Prompts come from the first bundle's tokenizer; all candidates share the checkpoint's.
+        first = BundleModel((candidates or decoder_only)[0][1], threads=args.threads, max_context=1024)
+        builder, mode = first.model.prompt_builder(), first.encoder_mode
+        del first
+        gc.collect()
         run, ref_info = _reference(args, builder, mode, checkpoint_reference)
         if cached:
             tmp_cache = cached.with_suffix(".partial")
@@ -226,6 +239,17 @@ def _score_rows(args, run, candidates, decoder_only, torch_rows) -> list[dict[st
                                       args.threads, reference=args.reference)
                  for name, spec in torch_rows]
     return rows
+
+
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several runs that scored rows against the same reference run."""
+    first = runs[0]
+    for other in runs[1:]:
+        if other["settings"] != first["settings"] or other["reference"]["path"] != first["reference"]["path"]:
+            raise SystemExit("--merge: the runs used different references or settings")
+    return {**first, "rows": [r for run in runs for r in run["rows"]],
+            "command": " ; ".join(run["command"] for run in runs),
+            "date": " / ".join(run["date"] for run in runs)}
 
 
 def write_markdown(out: dict[str, Any], path: Path) -> Path:

@@ -18,6 +18,8 @@ from .blockwise import BlockQuantized, dequantize_blockwise
 _LAYER = re.compile(r"^layers\.(\d+)\.(\w+)$")
 _ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP = ("gate_proj", "up_proj", "down_proj")
+# fused linears of export.decoder_graph (stacked along N, split after) and their parts
+_FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 
 
 def _checkpoint_names(linear: str, tied: bool) -> str:
@@ -39,32 +41,53 @@ class BundleWeights:
     """Decoder linears, lm_head and the embedding table of a bundle, dequantized on request."""
 
     def __init__(self, bundle: str | Path):
-        import onnx
-
         from edge_runtime.bundle import read_manifest
 
         self.path = Path(bundle)
         manifest = read_manifest(self.path)
         tied = bool(manifest["model"].get("tie_word_embeddings", False))
-        graph_path = self.path / manifest["quantization"]["decoder"]["graph"]
+        self._read_graph(self.path / manifest["quantization"]["decoder"]["graph"], tied)
+        self._embeddings: str | None = "language_model.embed_tokens.weight"
+
+    @classmethod
+    def from_decoder(cls, graph_path: str | Path, tied: bool = False) -> "BundleWeights":
+        """The linears of a decoder graph alone (no embedding table)."""
+        self = cls.__new__(cls)
+        self.path = Path(graph_path).parent
+        self._read_graph(Path(graph_path), tied)
+        self._embeddings = None
+        return self
+
+    def _read_graph(self, graph_path: Path, tied: bool) -> None:
+        import onnx
+
         model = onnx.load(str(graph_path), load_external_data=False)
         self._inits = {t.name: t for t in model.graph.initializer}
         self._graph_dir = graph_path.parent
         self._linears: dict[str, tuple] = {}
+        splits = {n.input[0]: n.input[1] for n in model.graph.node if n.op_type == "Split"}
         for node in model.graph.node:
             linear = node.name.rsplit("/", 1)[0]
             if node.op_type == "MatMulNBits":
                 attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-                self._add(linear, tied, ("nbits", list(node.input[1:]), attrs))
+                entry = ("nbits", list(node.input[1:]), attrs)
             elif node.op_type == "MatMul" and node.input[1] in self._inits:
-                self._add(linear, tied, ("float", [node.input[1]], {}))
-        self._embeddings = "language_model.embed_tokens.weight"
-
-    def _add(self, linear: str, tied: bool, entry: tuple) -> None:
-        self._linears[_checkpoint_names(linear, tied)] = entry
+                entry = ("float", [node.input[1]], {})
+            else:
+                continue
+            proj = linear.rsplit(".", 1)[-1]
+            if proj in _FUSED:  # rows [start, stop) of the stacked weight are each part's
+                sizes = self._array(splits[node.output[0]]).tolist()
+                bounds = np.cumsum([0, *sizes])
+                for part, start, stop in zip(_FUSED[proj], bounds[:-1], bounds[1:]):
+                    name = _checkpoint_names(linear[: -len(proj)] + part, tied)
+                    self._linears[name] = (*entry, (int(start), int(stop)))
+            else:
+                self._linears[_checkpoint_names(linear, tied)] = (*entry, None)
 
     def names(self) -> list[str]:
-        return list(self._linears) + ([self._embeddings] if self._embeddings not in self._linears else [])
+        extra = [self._embeddings] if self._embeddings and self._embeddings not in self._linears else []
+        return list(self._linears) + extra
 
     def _array(self, name: str) -> np.ndarray:
         from onnx import numpy_helper
@@ -79,16 +102,24 @@ class BundleWeights:
                            count=int(np.prod(shape)), offset=int(info.get("offset", 0))).reshape(shape)
 
     def numpy(self, name: str, dtype=np.float32) -> np.ndarray:
-        if name == self._embeddings and name not in self._linears:
+        if self._embeddings and name == self._embeddings and name not in self._linears:
             return self._embedding_table().astype(dtype, copy=False)
-        kind, inputs, attrs = self._linears[name]
+        kind, inputs, attrs, rows = self._linears[name]
         if kind == "float":
-            return np.ascontiguousarray(self._array(inputs[0]).T).astype(dtype, copy=False)
-        packed, scales = self._array(inputs[0]), self._array(inputs[1])
-        zero_points = self._array(inputs[2]) if len(inputs) > 2 and inputs[2] else None
-        q = BlockQuantized(packed, scales.astype(np.float32), zero_points, int(attrs["bits"]),
-                           int(attrs["block_size"]), int(attrs["K"]))
-        return dequantize_blockwise(q).astype(dtype, copy=False)
+            w = self._array(inputs[0]).T
+        else:
+            packed, scales = self._array(inputs[0]), self._array(inputs[1])
+            zero_points = self._array(inputs[2]) if len(inputs) > 2 and inputs[2] else None
+            if rows is not None:  # a part of a fused linear: its rows only
+                packed, scales = packed[rows[0]:rows[1]], scales[rows[0]:rows[1]]
+                if zero_points is not None:
+                    zero_points = zero_points[rows[0]:rows[1]]
+            q = BlockQuantized(packed, scales.astype(np.float32), zero_points, int(attrs["bits"]),
+                               int(attrs["block_size"]), int(attrs["K"]))
+            return dequantize_blockwise(q).astype(dtype, copy=False)
+        if rows is not None:
+            w = w[rows[0]:rows[1]]
+        return np.ascontiguousarray(w).astype(dtype, copy=False)
 
     def _embedding_table(self) -> np.ndarray:
         from edge_runtime.embeddings import EmbeddingTable
