@@ -112,24 +112,36 @@ def main(argv: list[str] | None = None) -> int:
                    help="only turn an existing --out JSON into --markdown")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="with --report-only: the rows of several runs against the same reference "
-                        "run (--run-cache) in one table")
+                        "run (--run-cache) in one table; 'rows-log' takes the rows scored so far "
+                        f"(logged to {ROWS_LOG}) with --run-cache's reference")
     p.add_argument("--score-one", nargs=2, metavar=("NAME", "BUNDLE"), help=argparse.SUPPRESS)
     p.add_argument("--score-torch", nargs=2, metavar=("NAME", "SPEC"), help=argparse.SUPPRESS)
     p.add_argument("--reference-audio", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--run-file", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.score_one:
-        print(json.dumps(score_one(args.score_one[0], Path(args.score_one[1]),
-                                   Path(args.run_file), args.threads, args.reference_audio)))
+        print(_kept(score_one(args.score_one[0], Path(args.score_one[1]),
+                              Path(args.run_file), args.threads, args.reference_audio)))
         return 0
     if args.score_torch:
-        print(json.dumps(score_torch(args.score_torch[0], args.score_torch[1], args.reference,
-                                     Path(args.run_file), args.torch_greedy)))
+        print(_kept(score_torch(args.score_torch[0], args.score_torch[1], args.reference,
+                                Path(args.run_file), args.torch_greedy)))
         return 0
     if args.report_only:
         if not args.markdown:
             p.error("--report-only needs --markdown")
-        if args.merge:
+        if args.merge == ["rows-log"]:  # the rows scored so far against --run-cache's reference
+            with open(args.run_cache, "rb") as fh:
+                run, ref_info = pickle.load(fh)  # written by this module (trusted local file)
+            from benchmarks.machine import describe_machine
+
+            rows = [json.loads(line) for line in ROWS_LOG.read_text(encoding="utf-8").splitlines()]
+            out = {"reference": ref_info, "settings": run.settings, "rows": rows,
+                   "machine": describe_machine(), "command": "python -m benchmarks.quant_quality "
+                   + " ".join(argv if argv is not None else sys.argv[1:]),
+                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            Path(args.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        elif args.merge:
             out = merge_runs([json.loads(Path(f).read_text(encoding="utf-8")) for f in args.merge])
             Path(args.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
         else:
@@ -230,14 +242,15 @@ def _score_rows(args, run, candidates, decoder_only, torch_rows) -> list[dict[st
         run_file = Path(tmp) / "reference.pkl"
         with open(run_file, "wb") as fh:
             pickle.dump(run, fh)
-        rows = [_score_in_subprocess(name, ["--score-one", name, str(path)], run_file, args.threads)
-                for name, path in candidates]
+        # torch rows first: at 4B the GGUF row is the one a late failure should not lose
+        greedy = ["--torch-greedy"] if args.torch_greedy else []
+        rows = [_score_in_subprocess(name, ["--score-torch", name, spec, *greedy], run_file,
+                                     args.threads, reference=args.reference)
+                for name, spec in torch_rows]
+        rows += [_score_in_subprocess(name, ["--score-one", name, str(path)], run_file, args.threads)
+                 for name, path in candidates]
         rows += [_score_in_subprocess(name, ["--score-one", name, str(path), "--reference-audio"],
                                       run_file, args.threads) for name, path in decoder_only]
-        greedy = ["--torch-greedy"] if args.torch_greedy else []
-        rows += [_score_in_subprocess(name, ["--score-torch", name, spec, *greedy], run_file,
-                                      args.threads, reference=args.reference)
-                 for name, spec in torch_rows]
     return rows
 
 
@@ -294,6 +307,19 @@ def _score_in_subprocess(name: str, what: list[str], run_file: Path, threads: in
     print(json.dumps({k: row[k] for k in ("name", "top1", "kl", "rel", "peak_rss_mb")}),
           file=sys.stderr, flush=True)
     return row
+
+
+# Every scored row is also appended here as it finishes, so a long 4B run that fails late (or is
+# stopped) keeps the rows it has scored.
+ROWS_LOG = Path("benchmarks/cache/quality/rows.jsonl")
+
+
+def _kept(row: dict[str, Any]) -> str:
+    line = json.dumps(row)
+    ROWS_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with open(ROWS_LOG, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+    return line
 
 
 def score_one(name: str, path: Path, run_file: Path, threads: int,

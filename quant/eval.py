@@ -114,7 +114,7 @@ class BundleModel:
         self.model = EdgeMoss(path, threads=threads, max_context=context)
         quant = self.model.bundle.quantization
         self.description = {"kind": "bundle", "path": str(self.path.resolve()),
-                            "decoder": quant["decoder"].get("quant"), "audio": quant.get("audio")}
+                            "decoder": describe_decoder(quant["decoder"]), "audio": quant.get("audio")}
 
     @property
     def config(self):
@@ -145,6 +145,23 @@ class BundleModel:
         ids = np.concatenate([prompt.ids, np.asarray(answer, dtype=np.int64)])
         # Positions P-1 .. P+A-2 predict the A answer tokens.
         return self._prefill(ids, prompt, audio, len(answer) + 1)[:-1]
+
+
+def describe_decoder(info: dict[str, Any]) -> str:
+    """'int4 (lsq, asymmetric, blocks of 32, fused, lm_head int8, accuracy level 4)' from a
+    manifest's decoder entry; just the kind for float decoders."""
+    kind = str(info.get("quant"))
+    if not kind.startswith("int"):
+        return kind
+    parts = [p for p in (info.get("method"),
+                         None if info.get("symmetric") is None else
+                         ("symmetric" if info.get("symmetric") else "asymmetric"),
+                         f"blocks of {info['block_size']}" if info.get("block_size") else None,
+                         "fused" if info.get("fused") else None,
+                         f"lm_head {info['lm_head_quant']}" if info.get("lm_head_quant") else None,
+                         f"accuracy level {info['accuracy_level']}" if info.get("accuracy_level") is not None
+                         else None) if p]
+    return f"{kind} ({', '.join(parts)})" if parts else kind
 
 
 class CheckpointModel:
