@@ -22,7 +22,8 @@ the scale, rounds again and refits once more, keeping the candidate with the sma
 error. On Gaussian 4-bit blocks of 32 it leaves ~2.5 % less error than "mse" (0.0770 against
 0.0787 relative); ggml's Q4_K, whose minimum is a free 6-bit multiple rather than an integer
 number of steps, reaches 0.0714 at 4.5 bits a value: the integer zero point is what costs,
-and MatMulNBits' float zero points are ~100x slower on the CPU (no int8 kernel for them).
+and MatMulNBits' float zero points have no int8 kernel on the CPU (measured on one 9728 x 2560
+node: 5x slower prefill, decode hundreds of times slower).
 """
 
 from __future__ import annotations
