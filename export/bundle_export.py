@@ -40,7 +40,8 @@ class ExportOptions:
     lm_head_bits: int | None = None
     embeddings: str | None = None  # "fp16" or "int8"; default by quant
     max_context: int = 4096
-    method: str | None = None  # None: "mse" clip search for int4, round-to-nearest for int8
+    method: str | None = None  # None: "lsq" search for int4, round-to-nearest for int8
+    fuse: bool | None = None  # None: fused q/k/v and gate/up matmuls for int4/int8
     target: str = "cpu"  # "cuda": fp16 decoder activations/KV cache (CUDA GQA needs them), fp16 audio graph
     compact: bool = False  # int4 only: the smallest bundle (see COMPACT)
     progress: bool = True
@@ -141,7 +142,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
             block_size=options.block_size, symmetric=options.symmetric,
             accuracy_level=options.accuracy_level, lm_head_bits=options.lm_head_bits,
             method=options.method, max_context=options.max_context, progress=options.progress,
-            io_dtype="fp16" if options.target == "cuda" else "fp32",
+            io_dtype="fp16" if options.target == "cuda" else "fp32", fuse=options.fuse,
         )
         steps["decoder_graph_s"] = time.perf_counter() - t
         say(f"      decoder graph done in {steps['decoder_graph_s']:.1f} s")

@@ -143,6 +143,17 @@ def _linear(g: _GraphWriter, x: str, weight: np.ndarray, name: str, spec: _Linea
     return g.op("MatMulNBits", inputs, outputs, domain=MS, name=f"{name}/MatMulNBits", **attrs)[0]
 
 
+def _fused_linear(g: _GraphWriter, x: str, weights: list[np.ndarray], name: str,
+                  spec: _LinearSpec) -> list[str]:
+    """Several linears of the same input as one (weights stacked along N), split after: one
+    activation pass and one kernel call instead of several. Block-wise quantization works along
+    K within a row, so the stacked weight quantizes to exactly the parts' codes and scales."""
+    stacked = np.concatenate(weights, axis=0)
+    y = _linear(g, x, stacked, name, spec)
+    sizes = g.const([w.shape[0] for w in weights])
+    return g.op("Split", [y, sizes], len(weights), name=f"{name}/Split", axis=-1)
+
+
 def _rms_norm(g: _GraphWriter, x: str, gain: np.ndarray, name: str, eps: float) -> str:
     w = g.init(f"{name}.weight", gain.astype(g.act_dtype))
     return g.op("SimplifiedLayerNormalization", [x, w], 1, name=f"{name}/SLN", axis=-1,
@@ -172,7 +183,7 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
                   accuracy_level: int | None = None, lm_head_quant: str | None = None,
                   method: str | None = None, max_context: int | None = None,
                   progress: bool = True, lm_head_bits: int | None = None,
-                  io_dtype: str = "fp32") -> dict[str, Any]:
+                  io_dtype: str = "fp32", fuse: bool | None = None) -> dict[str, Any]:
     """Write `out_path` (+ `out_path.data`): the Qwen3 decoder of `cfg` with weights from `source`.
 
     quant: fp32 | fp16 (fp16 storage, fp32 compute) | int8 | int4 (MatMulNBits, weight only).
@@ -182,8 +193,9 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
     symmetric: None = asymmetric (with zero points) for 4 bits, symmetric for 8 bits. Measured on
     the random tiny/small fixtures, asymmetric int4 gives ~15-20 % lower KL to fp32 than
     symmetric at about the same speed; at 8 bits the two are alike.
-    method: "rtn", "mse" (per-block clipping search) or "hqq" (quant.hqq zero-point fit);
-    default mse for 4 bits (measured best of the three on tiny/small), rtn for 8.
+    method: "rtn", "mse" (per-block clipping search), "hqq" (quant.hqq zero-point fit) or "lsq"
+    (least-squares scale/zero-point search, quant.blockwise); default lsq for 4 bits (lowest
+    weight error of the four, never worse than rtn), rtn for 8.
     accuracy_level: MatMulNBits compute type; None = 4 (int8 activations: on CPU ~25x faster than
     level 0, which dequantizes the weights at every call; costs ~0.5 % matmul error).
     max_context: rows of the RoPE cache = the longest context the graph supports (default
@@ -192,6 +204,7 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
     cache, which ONNX Runtime's CUDA GroupQueryAttention requires (it has no float32 kernel).
     The edges stay float32 (inputs_embeds, deepstack_embeds and logits are cast inside), so the
     runtime feeds both variants alike; only the cache buffers' dtype differs.
+    fuse: one linear for q/k/v and one for gate/up (split after); None = on for int4/int8.
 
     Returns a JSON-ready description (the choices made, bytes written, seconds taken).
     """
@@ -221,10 +234,12 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
         bits = 4 if kind == "int4" else 8
         sym = (bits == 8) if symmetric is None else bool(symmetric)
         return _LinearSpec(kind, block_size or (32 if bits == 4 else 128), sym,
-                           method or ("mse" if bits == 4 else "rtn"), accuracy_level)
+                           method or ("lsq" if bits == 4 else "rtn"), accuracy_level)
 
     if accuracy_level is None:
         accuracy_level = 4
+    if fuse is None:
+        fuse = quant in ("int4", "int8")
     body, head = spec(quant), spec(lm_head_quant)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -259,9 +274,13 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
             else:
                 x, residual = _skip_rms_norm(g, pending, residual, get(p + "input_layernorm.weight"),
                                              f"layers.{i}.input_norm", eps)
-            q = _linear(g, x, get(p + "self_attn.q_proj.weight"), f"layers.{i}.q_proj", body)
-            k = _linear(g, x, get(p + "self_attn.k_proj.weight"), f"layers.{i}.k_proj", body)
-            v = _linear(g, x, get(p + "self_attn.v_proj.weight"), f"layers.{i}.v_proj", body)
+            if fuse:
+                q, k, v = _fused_linear(g, x, [get(p + f"self_attn.{n}_proj.weight") for n in "qkv"],
+                                        f"layers.{i}.qkv_proj", body)
+            else:
+                q = _linear(g, x, get(p + "self_attn.q_proj.weight"), f"layers.{i}.q_proj", body)
+                k = _linear(g, x, get(p + "self_attn.k_proj.weight"), f"layers.{i}.k_proj", body)
+                v = _linear(g, x, get(p + "self_attn.v_proj.weight"), f"layers.{i}.v_proj", body)
             q = _head_norm(g, q, get(p + "self_attn.q_norm.weight"), f"layers.{i}.q_norm", eps, hd, nh * hd)
             k = _head_norm(g, k, get(p + "self_attn.k_norm.weight"), f"layers.{i}.k_norm", eps, hd, kvh * hd)
             attn = g.op("GroupQueryAttention",
@@ -273,8 +292,13 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
             o = _linear(g, attn, get(p + "self_attn.o_proj.weight"), f"layers.{i}.o_proj", body)
             x, residual = _skip_rms_norm(g, o, residual, get(p + "post_attention_layernorm.weight"),
                                          f"layers.{i}.post_attn_norm", eps)
-            gate = _linear(g, x, get(p + "mlp.gate_proj.weight"), f"layers.{i}.gate_proj", body)
-            up = _linear(g, x, get(p + "mlp.up_proj.weight"), f"layers.{i}.up_proj", body)
+            if fuse:
+                gate, up = _fused_linear(g, x, [get(p + "mlp.gate_proj.weight"),
+                                                get(p + "mlp.up_proj.weight")],
+                                         f"layers.{i}.gate_up_proj", body)
+            else:
+                gate = _linear(g, x, get(p + "mlp.gate_proj.weight"), f"layers.{i}.gate_proj", body)
+                up = _linear(g, x, get(p + "mlp.up_proj.weight"), f"layers.{i}.up_proj", body)
             sig = g.op("Sigmoid", [gate], 1, name=f"layers.{i}.mlp/Sigmoid")[0]
             act = g.op("Mul", [gate, sig], 1, name=f"layers.{i}.mlp/SiLU")[0]
             h = g.op("Mul", [act, up], 1, name=f"layers.{i}.mlp/Gate")[0]
@@ -325,6 +349,7 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
             "max_context": str(rows), "num_layers": str(lang.num_hidden_layers),
             "num_kv_heads": str(kvh), "head_dim": str(hd), "hidden_size": str(hidden),
             "num_deepstack": str(k_ds), "vocab_size": str(lang.vocab_size), "io_dtype": io_dtype,
+            "fused": str(int(fuse)),
         }
         helper.set_model_props(model, meta)
         save_graph(model, out_path)
@@ -333,7 +358,7 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
         "graph": out_path.name, "data": writer.data_path.name, "quant": quant,
         "lm_head_quant": lm_head_quant, "block_size": body.block_size if quant.startswith("int") else None,
         "symmetric": body.symmetric, "method": body.method, "accuracy_level": accuracy_level,
-        "max_context": rows, "io_dtype": io_dtype, "bytes": out_path.stat().st_size + data_bytes,
+        "max_context": rows, "io_dtype": io_dtype, "fused": bool(fuse), "bytes": out_path.stat().st_size + data_bytes,
         "seconds": round(time.perf_counter() - start, 2),
     }
 

@@ -14,7 +14,16 @@ Scale choice: "rtn" takes the block's range as is; "mse" searches a grid of clip
 block and keeps the one with the smallest squared reconstruction error (often ~10-20 % lower
 error than RTN at 4 bits, and never worse because ratio 1.0 is in the grid); "hqq" fits the
 zero point by half-quadratic l_p minimisation (quant.hqq; asymmetric only: symmetric blocks,
-e.g. an 8-bit lm_head under --method hqq, get the "mse" search).
+e.g. an 8-bit lm_head under --method hqq, get the "mse" search); "lsq" is a search in the manner
+of ggml's make_qkx2_quants, within what MatMulNBits stores (a float scale and an integer zero
+point per block): for each of several candidate grid spacings it rounds the block, refits scale
+and offset by least squares for those codes, rounds the offset to an integer zero point, refits
+the scale, rounds again and refits once more, keeping the candidate with the smallest squared
+error. On Gaussian 4-bit blocks of 32 it leaves ~2.5 % less error than "mse" (0.0770 against
+0.0787 relative); ggml's Q4_K, whose minimum is a free 6-bit multiple rather than an integer
+number of steps, reaches 0.0714 at 4.5 bits a value: the integer zero point is what costs,
+and MatMulNBits' float zero points have no int8 kernel on the CPU (measured on one 9728 x 2560
+node: 5x slower prefill, decode hundreds of times slower).
 """
 
 from __future__ import annotations
@@ -23,10 +32,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("rtn", "mse", "hqq")
+METHODS = ("rtn", "mse", "hqq", "lsq")
 
 # Clipping ratios tried by the "mse" search (1.0 = plain RTN, always included).
 _MSE_RATIOS = np.array([1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7], dtype=np.float32)
+
+# Grid spacings tried by the "lsq" search, as levels added to the span: (levels + c) / span.
+_LSQ_STEPS = np.array([-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0], dtype=np.float32)
 
 # Rows quantized per step: bounds the temporaries for 151936 x 2560 heads.
 _ROW_CHUNK = 4096
@@ -110,6 +122,83 @@ def _quantize_rows(w: np.ndarray, bits: int, symmetric: bool, method: str
     return best_q.astype(np.uint8), best_scale.astype(np.float32), np.asarray(best_zp).astype(np.uint8)
 
 
+def _refit_scale(w: np.ndarray, centred: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Least-squares scale for fixed centred codes (q - zero): sum(w c) / sum(c^2)."""
+    denom = np.einsum("...i,...i->...", centred, centred)[..., None]
+    fitted = np.einsum("...i,...i->...", w, centred)[..., None] / np.where(denom > 0, denom, 1)
+    return np.where((denom > 0) & (fitted > 0), fitted, fallback)
+
+
+def _lsq_rows(w: np.ndarray, bits: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The "lsq" search (module docstring): same outputs as _quantize_rows."""
+    levels = np.float32((1 << bits) - 1)
+    n = np.float32(w.shape[-1])
+    if symmetric:
+        half = np.float32(1 << (bits - 1))
+        qmin, qmax = -half, half - 1
+        absmax = np.abs(w).max(axis=-1, keepdims=True)
+        span = np.where(absmax > 0, absmax, np.float32(1))
+    else:
+        lo = np.minimum(w.min(axis=-1, keepdims=True), 0.0)
+        hi = np.maximum(w.max(axis=-1, keepdims=True), 0.0)
+        span = np.where(hi > lo, hi - lo, np.float32(1))
+        sum_w = w.sum(axis=-1, keepdims=True)
+    best_err = best_scale = best_zero = None
+    # symmetric: the clipping ratios of "mse" (the block's extreme at +-qmax * ratio) and the
+    # extreme at -2^(bits-1); asymmetric: grid spacings around span / levels
+    # (NaN: plain RTN as the first asymmetric candidate; the refits below never increase a
+    # candidate's error, so the search is never worse than RTN.)
+    steps = np.concatenate([qmax / _MSE_RATIOS, [half]]) if symmetric else [np.nan, *_LSQ_STEPS]
+    for step in steps:
+        if symmetric:
+            scale = span / step
+            zero = np.full_like(scale, half)
+            q = np.clip(np.rint(w / scale), qmin, qmax)
+            scale = _refit_scale(w, q, scale)
+        elif np.isnan(step):
+            scale = span / levels
+            zero = np.clip(np.rint(-lo / scale), 0, levels)
+        else:
+            scale = span / (levels + step)
+            q = np.clip(np.rint((w - lo) / scale), 0, levels)
+            # w ~ scale * q + offset by least squares, then offset = -scale * (integer zero)
+            sq = q.sum(axis=-1, keepdims=True)
+            sqq = np.einsum("...i,...i->...", q, q)[..., None]
+            swq = np.einsum("...i,...i->...", w, q)[..., None]
+            det = n * sqq - sq * sq
+            ok = det > 0
+            fit_scale = np.where(ok, (n * swq - sum_w * sq) / np.where(ok, det, 1), scale)
+            fit_offset = np.where(ok, (sqq * sum_w - sq * swq) / np.where(ok, det, 1), lo)
+            scale = np.where(fit_scale > 0, fit_scale, scale)
+            zero = np.clip(np.rint(-fit_offset / scale), 0, levels)
+            scale = _refit_scale(w, q - zero, scale)
+        for _ in range(2):  # round with the fitted grid, refit the scale for the new codes
+            if symmetric:
+                q = np.clip(np.rint(w / scale), qmin, qmax)
+                centred = q
+            else:
+                q = np.clip(np.rint(w / scale) + zero, 0, levels)
+                centred = q - zero
+            scale = _refit_scale(w, centred, scale)
+        centred = (np.clip(np.rint(w / scale), qmin, qmax) if symmetric
+                   else np.clip(np.rint(w / scale) + zero, 0, levels) - zero)
+        err = np.square(centred * scale - w).sum(axis=-1)
+        if best_err is None:
+            best_err, best_scale, best_zero = err, scale[..., 0], zero[..., 0]
+            continue
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_scale = np.where(better, scale[..., 0], best_scale)
+        best_zero = np.where(better, zero[..., 0], best_zero)
+    scale = best_scale[..., None]
+    zero = best_zero[..., None]
+    if symmetric:
+        q = np.clip(np.rint(w / scale), qmin, qmax) + half
+    else:
+        q = np.clip(np.rint(w / scale) + zero, 0, levels)
+    return q.astype(np.uint8), best_scale.astype(np.float32), best_zero.astype(np.uint8)
+
+
 def pack_values(q: np.ndarray, bits: int) -> np.ndarray:
     """Pack unsigned values along the last axis: 4 bits -> two per byte, low nibble first."""
     q = np.asarray(q, dtype=np.uint8)
@@ -155,6 +244,8 @@ def quantize_blockwise(weight: np.ndarray, bits: int = 4, block_size: int = 32, 
             from .hqq import hqq_blocks
 
             q, s, z = hqq_blocks(blocks, bits)
+        elif method == "lsq":
+            q, s, z = _lsq_rows(blocks, bits, symmetric)
         else:
             q, s, z = _quantize_rows(blocks, bits, symmetric, method)
         end = start + rows.shape[0]

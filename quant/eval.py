@@ -114,7 +114,7 @@ class BundleModel:
         self.model = EdgeMoss(path, threads=threads, max_context=context)
         quant = self.model.bundle.quantization
         self.description = {"kind": "bundle", "path": str(self.path.resolve()),
-                            "decoder": quant["decoder"].get("quant"), "audio": quant.get("audio")}
+                            "decoder": describe_decoder(quant["decoder"]), "audio": quant.get("audio")}
 
     @property
     def config(self):
@@ -145,6 +145,23 @@ class BundleModel:
         ids = np.concatenate([prompt.ids, np.asarray(answer, dtype=np.int64)])
         # Positions P-1 .. P+A-2 predict the A answer tokens.
         return self._prefill(ids, prompt, audio, len(answer) + 1)[:-1]
+
+
+def describe_decoder(info: dict[str, Any]) -> str:
+    """'int4 (lsq, asymmetric, blocks of 32, fused, lm_head int8, accuracy level 4)' from a
+    manifest's decoder entry; just the kind for float decoders."""
+    kind = str(info.get("quant"))
+    if not kind.startswith("int"):
+        return kind
+    parts = [p for p in (info.get("method"),
+                         None if info.get("symmetric") is None else
+                         ("symmetric" if info.get("symmetric") else "asymmetric"),
+                         f"blocks of {info['block_size']}" if info.get("block_size") else None,
+                         "fused" if info.get("fused") else None,
+                         f"lm_head {info['lm_head_quant']}" if info.get("lm_head_quant") else None,
+                         f"accuracy level {info['accuracy_level']}" if info.get("accuracy_level") is not None
+                         else None) if p]
+    return f"{kind} ({', '.join(parts)})" if parts else kind
 
 
 class CheckpointModel:
@@ -253,6 +270,9 @@ class ReferenceRun:
     description: dict[str, Any]
     settings: dict[str, Any]
     cases: list[ReferenceCase]
+    # (clip seconds, seed) -> the reference's AudioFeatures, when it computes them as a bundle
+    # does (benchmarks.gguf_reference): lets a bundle's decoder be scored on the reference's audio.
+    audio: dict[tuple[float, int], Any] = field(default_factory=dict)
 
 
 def _token_count(clip: np.ndarray, encoder_mode: str) -> int:
@@ -274,20 +294,32 @@ def reference_run(reference: ScoredModel, builder, encoder_mode: str, clips: int
         raise BundleError("--tokens must be at least 1")
     settings = {"clips": list(CLIP_SECONDS[:clips]), "questions": list(questions),
                 "answer_tokens": answer_tokens, "encoder_mode": encoder_mode}
+    from edge_runtime.audio_encoder import AudioFeatures
+
     cases = []
+    audio_by_clip = {}
     for seed, seconds in enumerate(CLIP_SECONDS[:clips]):
         clip = eval_clip(seconds, seed)
         audio = reference.prepare(clip)
+        if isinstance(audio, AudioFeatures):
+            audio_by_clip[(seconds, seed)] = audio
         for qi, question in enumerate(questions):
             prompt = builder.build(_token_count(clip, encoder_mode), question)
             answer = reference.greedy(prompt, audio, answer_tokens)
             cases.append(ReferenceCase(seconds, seed, qi, prompt, answer,
                                        reference.teacher_forced(prompt, answer, audio)))
-    return ReferenceRun(dict(reference.description), settings, cases)
+    return ReferenceRun(dict(reference.description), settings, cases, audio_by_clip)
 
 
-def score(bundle: BundleModel, run: ReferenceRun, progress=None) -> EvalResult:
-    """Compare `bundle` with a reference run (see the module docstring for the metrics)."""
+def score(bundle: BundleModel, run: ReferenceRun, progress=None, reference_audio: bool = False,
+          greedy: bool = True) -> EvalResult:
+    """Compare `bundle` with a reference run (see the module docstring for the metrics).
+
+    reference_audio: feed the bundle's decoder the reference's audio features (run.audio), so
+    that only the decoder differs. greedy=False skips the bundle's own greedy decode (its
+    divergence is then not measured: None), for models too slow to decode."""
+    if reference_audio and not run.audio:
+        raise BundleError("the reference run holds no audio features to score with")
     if run.settings["encoder_mode"] != bundle.encoder_mode:
         raise BundleError(f"the reference ran the {run.settings['encoder_mode']} encoder, the "
                           f"bundle the {bundle.encoder_mode} one: compare like with like")
@@ -299,15 +331,16 @@ def score(bundle: BundleModel, run: ReferenceRun, progress=None) -> EvalResult:
         key = (case.clip_seconds, case.seed)
         if key not in audio_by_clip:
             audio_by_clip.clear()  # cases come clip by clip: keep one clip's encoding
-            audio_by_clip[key] = bundle.prepare(eval_clip(case.clip_seconds, case.seed))
+            audio_by_clip[key] = (run.audio[key] if reference_audio else
+                                  bundle.prepare(eval_clip(case.clip_seconds, case.seed)))
         audio = audio_by_clip[key]
         got_logits = bundle.teacher_forced(case.prompt, case.answer, audio)
-        own = bundle.greedy(case.prompt, audio, len(case.answer))
+        own = bundle.greedy(case.prompt, audio, len(case.answer)) if greedy else None
         m = compare_logits(case.logits, got_logits)
         result.cases.append(CaseResult(case.clip_seconds, case.question, len(case.answer),
                                        round(m["top1"], 4), float(f"{m['kl']:.4g}"),
                                        float(f"{m['rel']:.4g}"),
-                                       first_divergence(case.answer, own)))
+                                       None if own is None else first_divergence(case.answer, own)))
         refs.append(case.logits)
         gots.append(got_logits)
         if progress:
@@ -320,7 +353,7 @@ def score(bundle: BundleModel, run: ReferenceRun, progress=None) -> EvalResult:
         "rel": float(f"{overall['rel']:.4g}"),
         "positions": sum(c.positions for c in result.cases),
         "cases": len(result.cases),
-        "diverged_cases": len(diverged),
+        "diverged_cases": len(diverged) if greedy else None,
         "first_divergence_min": min(diverged) if diverged else None,
         "first_divergence_median": float(np.median(diverged)) if diverged else None,
     }

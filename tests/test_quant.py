@@ -146,3 +146,33 @@ def test_quantized_decoders_track_fp32(tiny_checkpoint, tmp_path):
     assert report["int4"]["kl"] <= 0.12
     assert report["int4"]["rel"] < 0.5
     assert report["int8"]["rel"] < report["int4"]["rel"]
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("block", [32, 128])
+def test_lsq_search_never_worse_than_rtn_and_beats_mse(symmetric, block):
+    """The least-squares search (ggml make_qkx2-like) on Gaussian weights like the fixtures'."""
+    rng = np.random.default_rng(9)
+    w = (rng.standard_normal((96, 512)) / np.sqrt(512)).astype(np.float32)
+    rtn = quantize_blockwise(w, 4, block, symmetric, "rtn")
+    mse = quantize_blockwise(w, 4, block, symmetric, "mse")
+    lsq = quantize_blockwise(w, 4, block, symmetric, "lsq")
+    e_rtn, e_mse, e_lsq = (block_errors(w, q, block) for q in (rtn, mse, lsq))
+    assert np.all(e_lsq <= e_rtn * (1 + 1e-5) + 1e-12)
+    # Measured on 1024 x 2560: -4.8 % (asym, 32) / -2.3 % (sym, 32) total squared error vs mse.
+    assert e_lsq.sum() < e_mse.sum() * (0.99 if block == 32 else 1.0)
+    # the same packing as the other methods: the kernel reads what we meant
+    a = rng.standard_normal((5, 512)).astype(np.float32)
+    exact = matmul_nbits_session(lsq, accuracy_level=0).run(None, {"A": a})[0]
+    want = a @ dequantize_blockwise(lsq).T
+    np.testing.assert_allclose(exact, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_lsq_zero_and_constant_blocks():
+    w = np.zeros((4, 64), dtype=np.float32)
+    w[1] = 3.0
+    w[2, :32] = -1.5
+    for symmetric in (True, False):
+        q = quantize_blockwise(w, 4, 32, symmetric, "lsq")
+        assert np.all(np.isfinite(q.scales))
+        np.testing.assert_allclose(dequantize_blockwise(q), w, atol=1e-6)

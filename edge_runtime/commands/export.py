@@ -42,9 +42,12 @@ def add_export_options(p, output_required: bool = True) -> None:
                    help="MatMulNBits accuracy level (4 = int8 activations, fastest on CPU)")
     p.add_argument("--lm-head-bits", type=int, default=None, choices=[4, 8],
                    help="lm_head bits for int4 (default 8)")
-    p.add_argument("--method", default=None, choices=["rtn", "mse", "hqq"],
+    p.add_argument("--method", default=None, choices=["rtn", "mse", "hqq", "lsq"],
                    help="int4/int8 scale search: rtn (round to nearest), mse (per-block clip "
-                        "search; default for int4) or hqq (half-quadratic zero-point fit)")
+                        "search), hqq (half-quadratic zero-point fit) or lsq (least-squares scale "
+                        "and zero-point search, like ggml's k-quants; default for int4)")
+    p.add_argument("--no-fuse", dest="fuse", action="store_false", default=None,
+                   help="keep q/k/v and gate/up as separate matmuls (default: fused for int4/int8)")
     p.add_argument("--embeddings", default=None, choices=["fp32", "fp16", "int8", "int4"],
                    help="embedding table rows (default: int8 for int8/int4, else the --quant type); "
                         "int4: blocks of 32 with fp16 scales, half the size of int8")
@@ -68,7 +71,7 @@ def run(args) -> int:
                             symmetric=args.symmetric, accuracy_level=args.accuracy_level,
                             lm_head_bits=args.lm_head_bits, embeddings=args.embeddings,
                             max_context=args.max_context, method=args.method, target=args.target,
-                            compact=args.compact, progress=sys.stderr.isatty())
+                            compact=args.compact, fuse=args.fuse, progress=sys.stderr.isatty())
     start = time.perf_counter()
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     out = export_bundle(args.checkpoint, args.output, options, force=args.force, on_stage=say)
