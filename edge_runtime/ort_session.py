@@ -1,8 +1,8 @@
 """ONNX Runtime sessions with the settings edge-moss runs well with on small machines.
 
-- intra-op threads: 1 on machines with <= 2 logical CPUs (2 threads on 2 vCPUs measured slower
-  than 1: the second vCPU is usually busy with audio capture or a hyperthread sibling), else
-  roughly the physical core count;
+- intra-op threads: one per physical core this process may run on (hyperthread siblings share a
+  core's memory port and add nothing to a bandwidth-bound decode). On the 2-vCPU build VM, two
+  threads decode and prefill about 2x faster than one (benchmarks/RESULTS.md, thread sweep);
 - inter-op 1 (the graphs are sequential), spin-waiting off (no 100 % CPU between tokens);
 - full graph optimizations; telemetry off; nothing here touches the network.
 """
@@ -34,16 +34,36 @@ def _disable_telemetry() -> None:
         _telemetry_done = True
 
 
-def default_threads() -> int:
-    """Intra-op threads: 1 on <= 2 logical CPUs, else about the physical core count."""
+def _usable_cpus() -> list[int]:
     try:
-        logical = len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        logical = os.cpu_count() or 1
-    if logical <= 2:
-        return 1
-    # Without a portable physical-core query, assume 2-way SMT above 4 logical CPUs.
-    return max(1, logical // 2) if logical > 4 else logical
+        return list(range(os.cpu_count() or 1))
+
+
+def physical_cores(cpus: list[int] | None = None, sysfs: str | Path = "/sys/devices/system/cpu") -> int:
+    """Distinct physical cores among `cpus` (default: the CPUs this process may use).
+
+    Read from Linux sysfs topology (package id, core id); where that is missing, the logical
+    count, halved above 4 logical CPUs (assumed 2-way SMT).
+    """
+    cpus = _usable_cpus() if cpus is None else cpus
+    cores = set()
+    for cpu in cpus:
+        topo = Path(sysfs) / f"cpu{cpu}" / "topology"
+        try:
+            package = (topo / "physical_package_id").read_text().strip()
+            core = (topo / "core_id").read_text().strip()
+        except OSError:
+            n = len(cpus)
+            return max(1, n // 2) if n > 4 else max(1, n)
+        cores.add((package, core))
+    return max(1, len(cores))
+
+
+def default_threads() -> int:
+    """Intra-op threads: one per physical core this process may use."""
+    return physical_cores()
 
 
 def providers_for(device: str) -> list[str]:
