@@ -71,9 +71,12 @@ def providers_for(device: str) -> list[str]:
     return [name for name, _ in provider_chain(device)]
 
 
-def session_options(threads: int | None = None, **opts: Any) -> ort.SessionOptions:
+def session_options(threads: int | None = None, cpu_arena: bool = True, mem_pattern: bool = True,
+                    **opts: Any) -> ort.SessionOptions:
     """SessionOptions with edge-moss defaults; `opts` are extra session config entries."""
     so = ort.SessionOptions()
+    so.enable_cpu_mem_arena = bool(cpu_arena)
+    so.enable_mem_pattern = bool(mem_pattern)
     so.intra_op_num_threads = int(threads or default_threads())
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -87,7 +90,8 @@ def session_options(threads: int | None = None, **opts: Any) -> ort.SessionOptio
 
 
 def make_session(path: str | Path, device: str = "cpu", threads: int | None = None,
-                 disabled_optimizers: list[str] | None = None, **opts: Any) -> ort.InferenceSession:
+                 disabled_optimizers: list[str] | None = None, cpu_arena: bool = True,
+                 mem_pattern: bool = True, **opts: Any) -> ort.InferenceSession:
     """An InferenceSession for the graph at `path` on `device` (CPU fallback with a message).
 
     `opts` are ONNX Runtime session config entries (e.g. {"session.x": "1"}); pass them as a
@@ -98,7 +102,7 @@ def make_session(path: str | Path, device: str = "cpu", threads: int | None = No
     if not path.is_file():
         raise DeviceError(f"model graph {path} does not exist")
     check_device(device)
-    so = session_options(threads, **opts)
+    so = session_options(threads, cpu_arena=cpu_arena, mem_pattern=mem_pattern, **opts)
     kwargs: dict[str, Any] = {}
     if disabled_optimizers:
         kwargs["disabled_optimizers"] = list(disabled_optimizers)

@@ -23,7 +23,8 @@ def add_model_args(parser: argparse.ArgumentParser, device_flag: bool = True,
     group.add_argument(*flags, dest="provider", default="cpu", choices=["cpu", "cuda", "tensorrt"],
                        help="execution provider (default: cpu; cuda falls back to cpu with a message)")
     group.add_argument("--threads", type=int, default=None,
-                       help="ONNX Runtime intra-op threads (default: tuned for this machine)")
+                       help="ONNX Runtime intra-op threads (default: one per physical core, measured "
+                            "fastest; listen uses the same, as capture needs little CPU)")
     group.add_argument("--max-context", type=int, default=None,
                        help="KV-cache length in tokens (bounds memory; default from the bundle)")
     if device_flag if backend_flag is None else backend_flag:
