@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterator
@@ -97,16 +98,38 @@ class EdgeMoss:
         self.tokenizer = load_tokenizer(self.bundle.tokenizer_dir)
         ids = self.bundle.special_ids
         self.stop_ids = (ids["im_end"], ids["endoftext"])
+        context = int(max_context or self.bundle.manifest.get("max_context", 4096))
+        # The decoder session (prepacking 2.7 GB of int4 weights at 4B: most of the load time)
+        # is built on a worker thread (ONNX Runtime releases the GIL there) while the audio graph
+        # loads and the first clip is encoded; the first prefill waits for it if need be.
+        self._start = start
+        self._decoder: Decoder | None = None
+        self._lm: CachedLM | None = None
+        self.decoder_load_s = 0.0
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-moss-decoder")
+        self._decoder_job = pool.submit(Decoder, self.bundle.file(DECODER_GRAPH), cfg,
+                                        max_context=context, device=device, threads=threads)
+        pool.shutdown(wait=False)
         self.encoder = AudioEncoder(self.bundle.file(AUDIO_GRAPH), mode=self.bundle.encoder_mode,
                                     device=device, threads=threads)
-        context = int(max_context or self.bundle.manifest.get("max_context", 4096))
-        self.decoder = Decoder(self.bundle.file(DECODER_GRAPH), cfg, max_context=context,
-                               device=device, threads=threads)
         emb = self.bundle.embeddings
         self.embeddings = EmbeddingTable.load(self.bundle.path, emb["kind"])
-        self.lm = CachedLM(self.decoder, self.embeddings, cfg.num_deepstack, self.stop_ids)
         self.system = system or facts.DEFAULT_SYSTEM_PROMPT
         self.load_s = time.perf_counter() - start
+
+    @property
+    def decoder(self) -> Decoder:
+        """The decoder, waiting for its background load the first time (its errors surface here)."""
+        if self._decoder is None:
+            self._decoder = self._decoder_job.result()
+            self.decoder_load_s = time.perf_counter() - self._start
+        return self._decoder
+
+    @property
+    def lm(self) -> CachedLM:
+        if self._lm is None:
+            self._lm = CachedLM(self.decoder, self.embeddings, self.config.num_deepstack, self.stop_ids)
+        return self._lm
 
     # ----- building blocks (also used by the live session) -----
 
@@ -153,6 +176,9 @@ class EdgeMoss:
         t0 = time.perf_counter()
         audio = self.encode(samples, front_end)
         t1 = time.perf_counter()
+        _ = self.lm  # the decoder may still be loading (first request): wait apart from the prefill
+        wait = time.perf_counter() - t1
+        t1 += wait
         logits, prompt_tokens = self._prefill(audio, question, system)
         t2 = time.perf_counter()
         result: DecodeResult = yield from self.lm.iter_decode(logits, settings.options())
@@ -160,7 +186,9 @@ class EdgeMoss:
                                                                 skip_special_tokens=False))
         text = answer if thinking else self.tokenizer.decode(result.token_ids,
                                                              skip_special_tokens=True)
-        timings.update(encode_s=round(t1 - t0, 4), prefill_s=round(t2 - t1, 4),
+        timings.update(decoder_load_s=round(self.decoder_load_s, 4), decoder_wait_s=round(wait, 4),
+                       encode_s=round(t1 - wait - t0, 4),
+                       prefill_s=round(t2 - t1, 4),
                        decode_s=round(result.decode_s, 4),
                        decode_tokens_per_s=round(result.tokens_per_s, 2))
         return AskResult(text=text, token_ids=result.token_ids, prompt_tokens=prompt_tokens,
