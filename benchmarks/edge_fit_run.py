@@ -64,8 +64,10 @@ def run_sections(args, sections: list[str], work: Path, out: Path, command: str)
             log("edge-moss ask, default threads")
             rows["default"] = ef.repeat(lambda: ef.edge_ask(bundle, clip, None, new), reps, log)
             for t in thread_counts():
+                if t == rows["default_threads"]:
+                    rows[f"threads_{t}"] = rows["default"]  # the default's runs are this count's
+                    continue
                 log(f"edge-moss ask --threads {t}")
-                # The default's repeats stand for its own count; the others are run once.
                 rows[f"threads_{t}"] = ef.repeat(lambda t=t: ef.edge_ask(bundle, clip, t, new), 1, log)
             if args.compact_bundle:
                 log("edge-moss ask, --compact bundle, default threads")
