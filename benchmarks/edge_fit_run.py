@@ -38,7 +38,13 @@ def run_sections(args, sections: list[str], work: Path, out: Path, command: str)
     data["bundle_bytes"] = {p.name: p.stat().st_size for p in bundle.iterdir() if p.is_file()}
 
     def save() -> None:
+        # Results and the report after every section: a run stopped later still leaves both.
+        from .edge_fit_report import write_report
+
         state_path.write_text(json.dumps(data, indent=1, default=str))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "edge_fit.json").write_text(json.dumps(data, indent=1, default=str))
+        write_report(data, out / "RESULTS.md")
 
     def section(key: str, fn) -> None:
         if key in data.get("done", []):
@@ -58,45 +64,65 @@ def run_sections(args, sections: list[str], work: Path, out: Path, command: str)
         save()
 
     reps, new = args.repeats, args.new_tokens
+    default_t = _default_threads()
+    others = [t for t in thread_counts() if t != default_t]
+    why = ef.have(args.crispasr_driver, args.crispasr_gguf)
+    f32 = ef.f32_clip(clip) if not why else None
+    crisp_best = logical_cpus()  # measured first with repeats; the other counts once, later
+
+    def crisp_rows(counts: list[int], runs: int) -> dict[str, Any]:
+        rows = dict(data.get("crispasr") or {})
+        rows["gguf_bytes"] = Path(args.crispasr_gguf).stat().st_size
+        for t in counts:
+            log(f"CrispASR -t {t}")
+            rows[f"threads_{t}"] = ef.repeat(
+                lambda t=t: ef.crispasr(Path(args.crispasr_driver), Path(args.crispasr_gguf), f32, t, new),
+                runs, log)
+        return rows
+
+    # Headline figures first (the machine is shared and a run may be cut short), then the
+    # other thread counts, then the rest.
     if "ask" in sections:
-        def ask() -> dict[str, Any]:
-            rows: dict[str, Any] = {"default_threads": _default_threads()}
-            log("edge-moss ask, default threads")
+        def ask_default() -> dict[str, Any]:
+            rows: dict[str, Any] = {"default_threads": default_t}
+            log(f"edge-moss ask, default threads ({default_t})")
             rows["default"] = ef.repeat(lambda: ef.edge_ask(bundle, clip, None, new), reps, log)
-            for t in thread_counts():
-                if t == rows["default_threads"]:
-                    rows[f"threads_{t}"] = rows["default"]  # the default's runs are this count's
-                    continue
-                log(f"edge-moss ask --threads {t}")
-                rows[f"threads_{t}"] = ef.repeat(lambda t=t: ef.edge_ask(bundle, clip, t, new), 1, log)
-            if args.compact_bundle:
-                log("edge-moss ask, --compact bundle, default threads")
-                rows["compact"] = ef.repeat(lambda: ef.edge_ask(Path(args.compact_bundle), clip, None, new),
-                                            1, log)
+            rows[f"threads_{default_t}"] = rows["default"]  # the default's runs are this count's
             return rows
-        section("ask", ask)
+        section("ask", ask_default)
     if "crispasr" in sections:
-        why = ef.have(args.crispasr_driver, args.crispasr_gguf)
         if why:
             data["crispasr"] = {"skipped": why}
         else:
-            f32 = ef.f32_clip(clip)
-
-            def peer() -> dict[str, Any]:
-                rows: dict[str, Any] = {"gguf_bytes": Path(args.crispasr_gguf).stat().st_size}
-                for t in thread_counts():
-                    log(f"CrispASR -t {t}")
-                    rows[f"threads_{t}"] = ef.repeat(
-                        lambda t=t: ef.crispasr(Path(args.crispasr_driver), Path(args.crispasr_gguf),
-                                                f32, t, new), reps if t == logical_cpus() else 1, log)
-                return rows
-            section("crispasr", peer)
+            section("crispasr", lambda: crisp_rows([crisp_best], reps))
     if "live" in sections:
         live_wav = work / "live2.wav"
         if not live_wav.is_file():
             ef.live_clip(live_wav)
         section("live", lambda: run_worker("live_paced", {"bundle": str(bundle), "clip": str(live_wav),
                                                           "new_tokens": args.live_tokens}))
+    if "ask" in sections and others and isinstance(data.get("ask"), dict) and "error" not in data["ask"]:
+        def ask_others() -> dict[str, Any]:
+            """Adds the other thread counts to data["ask"]; returns a marker."""
+            rows = dict(data["ask"])
+            for t in others:
+                log(f"edge-moss ask --threads {t}")
+                rows[f"threads_{t}"] = ef.repeat(lambda t=t: ef.edge_ask(bundle, clip, t, new), 1, log)
+            if args.compact_bundle:
+                log("edge-moss ask, --compact bundle, default threads")
+                rows["compact"] = ef.repeat(
+                    lambda: ef.edge_ask(Path(args.compact_bundle), clip, None, new), 1, log)
+            data["ask"] = rows
+            return {"merged_into": "ask"}
+        section("ask_threads", ask_others)
+    if "crispasr" in sections and not why and isinstance(data.get("crispasr"), dict) \
+            and "error" not in data["crispasr"]:
+        rest = [t for t in thread_counts() if t != crisp_best]
+        def crisp_others() -> dict[str, Any]:
+            data["crispasr"] = crisp_rows(rest, 1)
+            return {"merged_into": "crispasr"}
+        if rest:
+            section("crispasr_threads", crisp_others)
     if "memory" in sections:
         section("memory", lambda: run_worker("memory", {"bundle": str(bundle), "new_tokens": new}))
     if "roofline" in sections:
