@@ -152,6 +152,8 @@ def _memory_table(data: dict[str, Any]) -> list[str]:
            "as ONNX Runtime repacks them, arenas, activations, KV cache) and file-backed pages "
            "(memory-mapped weights and libraries); peak = highest resident set inside the step.", "",
            "| step | RSS | anonymous | file-backed | peak in step | step s |", "|---|---|---|---|---|---|"]
+    if mem.get("measured_by"):
+        out[4:4] = [f"Measured by `{mem['measured_by']}`.", ""]
     prev = None
     for r in mem["rows"]:
         out.append(f"| {r['step']} | {r.get('rss', 0):.0f} | {r.get('anon', 0):.0f} | {r.get('file', 0):.0f} | "
