@@ -87,6 +87,11 @@ class DecodeSettings:
 class EdgeMoss:
     """A MOSS-Audio bundle loaded for inference on this device."""
 
+    # Set by __init__; class defaults for backends that build their own sessions (bnb_backend).
+    _decoder: Decoder | None = None
+    _lm: CachedLM | None = None
+    decoder_load_s: float = 0.0
+
     def __init__(self, bundle: str | Path, device: str = "cpu", threads: int | None = None,
                  max_context: int | None = None, system: str | None = None, verify: bool = False):
         enforce_offline()
@@ -103,9 +108,6 @@ class EdgeMoss:
         # is built on a worker thread (ONNX Runtime releases the GIL there) while the audio graph
         # loads and the first clip is encoded; the first prefill waits for it if need be.
         self._start = start
-        self._decoder: Decoder | None = None
-        self._lm: CachedLM | None = None
-        self.decoder_load_s = 0.0
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-moss-decoder")
         self._decoder_job = pool.submit(Decoder, self.bundle.file(DECODER_GRAPH), cfg,
                                         max_context=context, device=device, threads=threads)
@@ -125,11 +127,19 @@ class EdgeMoss:
             self.decoder_load_s = time.perf_counter() - self._start
         return self._decoder
 
+    @decoder.setter
+    def decoder(self, value: Decoder) -> None:  # other backends (quant.bnb_backend) set their own
+        self._decoder = value
+
     @property
     def lm(self) -> CachedLM:
         if self._lm is None:
             self._lm = CachedLM(self.decoder, self.embeddings, self.config.num_deepstack, self.stop_ids)
         return self._lm
+
+    @lm.setter
+    def lm(self, value: CachedLM) -> None:
+        self._lm = value
 
     # ----- building blocks (also used by the live session) -----
 
