@@ -39,6 +39,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="keep the sections of the last run that succeeded")
     p.add_argument("--retry-failed", action="store_true",
                    help="with --resume, also rerun the sections that failed (default: keep their error)")
+    fit = p.add_argument_group("edge fit (issue 13): bounded runs of chosen sections")
+    fit.add_argument("--sections", default=None,
+                     help="comma-separated: ask,crispasr,live,memory,roofline (or 'edge-fit' for all); "
+                          "runs only these, against --bundle, and writes RESULTS.md from them")
+    fit.add_argument("--bundle", default=None, help="an existing bundle to measure (--sections)")
+    fit.add_argument("--compact-bundle", default=None, help="also run `ask` once on this --compact bundle")
+    fit.add_argument("--crispasr-driver", default=None, help="CrispASR mossdrv binary (peer row)")
+    fit.add_argument("--crispasr-gguf", default=None, help="CrispASR GGUF of the same checkpoint")
+    fit.add_argument("--new-tokens", type=int, default=100, help="tokens generated per request")
+    fit.add_argument("--live-tokens", type=int, default=40, help="token cap per live utterance")
     return p.parse_args(argv)
 
 
@@ -92,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         if q not in ("fp32", "fp16", "int8", "int4"):
             raise SystemExit(f"--only: unknown quantization {q!r}")
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if args.sections:
+        from .edge_fit_run import SECTIONS, run_sections
+
+        chosen = list(SECTIONS) if args.sections == "edge-fit" else [x.strip() for x in args.sections.split(",")]
+        bad = [x for x in chosen if x not in SECTIONS]
+        if bad or not args.bundle:
+            raise SystemExit(f"--sections: unknown {bad}" if bad else "--sections needs --bundle")
+        return run_sections(args, chosen, work, out, command)
     plan = plan_for(args.size, args.repeats, log)
     sec = Sections(work / "partial.json", args.resume, args.retry_failed)
     started = time.perf_counter()

@@ -20,7 +20,7 @@ def _gemm(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tasks() -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
-    from . import profile, tasks_runtime, tasks_torch
+    from . import edge_fit, memory_breakdown, profile, tasks_runtime, tasks_torch
 
     def genai(args: dict[str, Any]) -> dict[str, Any]:
         from .genai_peer import genai_decode_rates, set_genai_threads
@@ -43,6 +43,8 @@ def _tasks() -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         "torch": tasks_torch.torch_reference,
         "genai": genai,
         "profile": profile.profile_run,
+        "memory": memory_breakdown.breakdown,
+        "live_paced": edge_fit.live_paced,
     }
 
 

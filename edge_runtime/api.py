@@ -6,6 +6,7 @@ import copy
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,11 @@ DecodeSettings = DecodeOptions
 class EdgeMoss:
     """A MOSS-Audio bundle loaded for inference on this device."""
 
+    # Set by __init__; class defaults for backends that build their own sessions (bnb_backend).
+    _decoder: Decoder | None = None
+    _lm: CachedLM | None = None
+    decoder_load_s: float = 0.0
+
     def __init__(self, bundle: str | Path, device: str = "cpu", threads: int | None = None,
                  max_context: int | None = None, system: str | None = None, verify: bool = False):
         ModelOptions(threads=threads, max_context=max_context)
@@ -94,14 +100,19 @@ class EdgeMoss:
         self.tokenizer = load_tokenizer(self.bundle.tokenizer_dir)
         ids = self.bundle.special_ids
         self.stop_ids = (ids["im_end"], ids["endoftext"])
+        context = int(max_context or self.bundle.manifest.get("max_context", 4096))
+        # The decoder session (prepacking 2.7 GB of int4 weights at 4B: most of the load time)
+        # is built on a worker thread (ONNX Runtime releases the GIL there) while the audio graph
+        # loads and the first clip is encoded; the first prefill waits for it if need be.
+        self._start = start
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-moss-decoder")
+        self._decoder_job = pool.submit(Decoder, self.bundle.file(DECODER_GRAPH), cfg,
+                                        max_context=context, device=device, threads=threads)
+        pool.shutdown(wait=False)
         self.encoder = AudioEncoder(self.bundle.file(AUDIO_GRAPH), mode=self.bundle.encoder_mode,
                                     device=device, threads=threads)
-        context = int(max_context or self.bundle.manifest.get("max_context", 4096))
-        self.decoder = Decoder(self.bundle.file(DECODER_GRAPH), cfg, max_context=context,
-                               device=device, threads=threads)
         emb = self.bundle.embeddings
         self.embeddings = EmbeddingTable.load(self.bundle.path, emb["kind"])
-        self.lm = CachedLM(self.decoder, self.embeddings, cfg.num_deepstack, self.stop_ids)
         self.system = system or facts.DEFAULT_SYSTEM_PROMPT
         self.load_s = time.perf_counter() - start
 
@@ -137,6 +148,28 @@ class EdgeMoss:
                 "created_by": manifest.get("created_by"),
                 "encoder_mode": self.bundle.encoder_mode,
                 "quantization": _quant_summary(self.bundle.quantization)}
+
+    @property
+    def decoder(self) -> Decoder:
+        """The decoder, waiting for its background load the first time (its errors surface here)."""
+        if self._decoder is None:
+            self._decoder = self._decoder_job.result()
+            self.decoder_load_s = time.perf_counter() - self._start
+        return self._decoder
+
+    @decoder.setter
+    def decoder(self, value: Decoder) -> None:  # other backends (quant.bnb_backend) set their own
+        self._decoder = value
+
+    @property
+    def lm(self) -> CachedLM:
+        if self._lm is None:
+            self._lm = CachedLM(self.decoder, self.embeddings, self.config.num_deepstack, self.stop_ids)
+        return self._lm
+
+    @lm.setter
+    def lm(self, value: CachedLM) -> None:
+        self._lm = value
 
     # ----- building blocks (also used by the live session) -----
 
@@ -183,6 +216,9 @@ class EdgeMoss:
         t0 = time.perf_counter()
         audio = self.encode(samples, front_end)
         t1 = time.perf_counter()
+        _ = self.lm  # the decoder may still be loading (first request): wait apart from the prefill
+        wait = time.perf_counter() - t1
+        t1 += wait
         logits, prompt_tokens = self._prefill(audio, question, system)
         t2 = time.perf_counter()
         result: DecodeResult = yield from self.lm.iter_decode(logits, settings.options())
@@ -190,7 +226,9 @@ class EdgeMoss:
                                                                 skip_special_tokens=False))
         text = answer if thinking else self.tokenizer.decode(result.token_ids,
                                                              skip_special_tokens=True)
-        timings.update(encode_s=round(t1 - t0, 4), prefill_s=round(t2 - t1, 4),
+        timings.update(decoder_load_s=round(self.decoder_load_s, 4), decoder_wait_s=round(wait, 4),
+                       encode_s=round(t1 - wait - t0, 4),
+                       prefill_s=round(t2 - t1, 4),
                        decode_s=round(result.decode_s, 4),
                        decode_tokens_per_s=round(result.tokens_per_s, 2))
         return AskResult(text=text, token_ids=result.token_ids, prompt_tokens=prompt_tokens,

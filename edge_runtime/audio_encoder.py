@@ -39,7 +39,9 @@ class AudioEncoder:
         if mode not in ENCODER_MODES:
             raise ValueError(f"encoder mode must be one of {ENCODER_MODES}, not {mode!r}")
         self.mode = mode
-        self.session = make_session(model_path, device=device, threads=threads)
+        # No CPU arena: a 30 s clip's activations (~0.5 GB at 4B) are freed after each run
+        # instead of staying reserved beside the decoder (measured: benchmarks/NOTES.md).
+        self.session = make_session(model_path, device=device, threads=threads, cpu_arena=False)
 
     def encode(self, mel: np.ndarray) -> AudioFeatures:
         """Encode a whole clip's log-mel [128, T] the way the bundle's encoder mode says."""

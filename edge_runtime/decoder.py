@@ -1,12 +1,12 @@
 """The KV-cached ONNX decoder at run time: preallocated cache buffers bound in place.
 
-Each layer's key and value cache is one buffer [1, kv_heads, max_context, head_dim] (float32, or
-float16 for a bundle exported with `--target cuda`),
-bound with IOBinding to both `past_key_values.{i}.*` and `present.{i}.*`. GroupQueryAttention
+Each layer's key and value cache is one buffer [1, kv_heads, capacity, head_dim] (float32, or
+float16 for a bundle exported with `--target cuda`), bound with IOBinding to both `past_key_values.{i}.*` and `present.{i}.*`. GroupQueryAttention
 sees the same pointer on both sides and appends the new positions in place, so a step copies no
 cache. The number of valid positions lives here (`length`); rolling back just lowers it: the
 stale tail is never read (attention only looks at the first `length` positions) and is
-overwritten by the next forward.
+overwritten by the next forward. On the host the capacity grows with the context used (copying
+the valid positions into a larger buffer, a few times per request at most) up to max_context.
 
 On CUDA the cache and the per-step inputs live in device memory (OrtValues made by ONNX Runtime
 on 'cuda'); a step uploads one embedding row and the two lengths and downloads only the logits.
@@ -37,6 +37,10 @@ def _input_dtype(session: ort.InferenceSession, name: str) -> type:
     if kind not in _NP_TYPES:
         raise BundleError(f"decoder input {name} has unsupported type {kind}")
     return _NP_TYPES[kind]
+
+
+# Host KV caches grow in multiples of this many positions (see Decoder._reserve).
+CACHE_STEP = 256
 
 
 class ContextLengthError(EdgeMossError):
@@ -115,7 +119,6 @@ class Decoder:
             )
         self.max_context = int(max_context)
         d = self.dims
-        shape = (1, d.num_kv_heads, self.max_context, d.head_dim)
         self.device = session_device(self.session)
         self.cache_dtype = _input_dtype(self.session, "past_key_values.0.key")
         self._in_dtype = _input_dtype(self.session, "inputs_embeds")
@@ -127,20 +130,12 @@ class Decoder:
         # Resident: ORT owns it on the device; _cache stays empty.
         self._cache: list[np.ndarray] = []
         self._cache_values: list[ort.OrtValue] = []
-        zeros = np.zeros(shape, dtype=self.cache_dtype) if self._resident else None
-        for i in range(d.num_layers):
-            for kind in ("key", "value"):
-                if self._resident:
-                    value = ort.OrtValue.ortvalue_from_shape_and_type(shape, self.cache_dtype, self._memory, 0)
-                    value.update_inplace(zeros)
-                else:
-                    buf = np.zeros(shape, dtype=self.cache_dtype)
-                    value = ort.OrtValue.ortvalue_from_numpy(buf, self._device, 0)
-                    self._cache.append(buf)
-                self._binding.bind_ortvalue_input(f"past_key_values.{i}.{kind}", value)
-                self._binding.bind_ortvalue_output(f"present.{i}.{kind}", value)
-                self._cache_values.append(value)
-        del zeros
+        self.length = 0
+        # Host caches start small and grow with the context actually used (a 30 s clip and 100
+        # tokens fill ~530 positions: 0.16 GB in fp32 at 4B instead of 1.2 GB for 4,096).
+        # A device cache is sized once: growing it would need a device-side copy.
+        self.capacity = 0
+        self._reserve(self.max_context if self._resident else min(self.max_context, CACHE_STEP))
         # Step buffers: scalars updated in place (host) or refreshed per step (resident).
         self._seqlens = np.zeros((1,), dtype=np.int32)
         self._total = np.zeros((), dtype=np.int32)
@@ -158,9 +153,42 @@ class Decoder:
         self._step_values: tuple[ort.OrtValue, ...] = ()
         self._step_bound = False
         self._step_ds_dirty = False
-        self.length = 0
 
     # ------------------------------------------------------------------ state
+    def _reserve(self, capacity: int) -> None:
+        """Make the cache hold `capacity` positions, keeping the valid ones (bound in place)."""
+        d = self.dims
+        shape = (1, d.num_kv_heads, int(capacity), d.head_dim)
+        old, old_values = self._cache, self._cache_values
+        cache: list[np.ndarray] = []
+        values: list[ort.OrtValue] = []
+        zeros = np.zeros(shape, dtype=self.cache_dtype) if self._resident else None
+        for i in range(d.num_layers):
+            for kind in ("key", "value"):
+                if self._resident:
+                    value = ort.OrtValue.ortvalue_from_shape_and_type(shape, self.cache_dtype, self._memory, 0)
+                    value.update_inplace(zeros)
+                else:
+                    # np.zeros maps fresh pages: only the positions written become resident memory.
+                    buf = np.zeros(shape, dtype=self.cache_dtype)
+                    if old:
+                        buf[:, :, : self.length] = old[len(cache)][:, :, : self.length]
+                    value = ort.OrtValue.ortvalue_from_numpy(buf, self._device, 0)
+                    cache.append(buf)
+                self._binding.bind_ortvalue_input(f"past_key_values.{i}.{kind}", value)
+                self._binding.bind_ortvalue_output(f"present.{i}.{kind}", value)
+                if old:  # free each old buffer once it is copied: growing never holds two caches
+                    old[len(values)] = old_values[len(values)] = None
+                values.append(value)
+        self._cache, self._cache_values = cache, values
+        self.capacity = int(capacity)
+
+    def _grow_for(self, needed: int) -> None:
+        """Grow a host cache to hold `needed` positions: doubling, in steps of CACHE_STEP."""
+        target = max(needed, 2 * self.capacity)
+        target = -(-target // CACHE_STEP) * CACHE_STEP
+        self._reserve(min(target, self.max_context))
+
     def reset(self) -> None:
         """Forget every cached position."""
         self.length = 0
@@ -221,6 +249,8 @@ class Decoder:
             if deepstack.shape != (d.num_deepstack, s, d.hidden_size):
                 raise ValueError(f"deepstack must be [{d.num_deepstack}, {s}, {d.hidden_size}], "
                                  f"got {list(deepstack.shape)}")
+        if self.length + s > self.capacity:
+            self._grow_for(self.length + s)
         self._seqlens[0] = self.length + s - 1
         self._total[()] = self.length + s
         if self._resident:

@@ -168,6 +168,17 @@ class Endpointer:
             bound = min(bound, self._silence_start + self._post_roll)
         return max(self._utterance_start, bound)
 
+    @property
+    def tentative_end(self) -> int | None:
+        """Where the open utterance ends if the silence now being counted lasts (None otherwise).
+
+        While the endpointer waits out its trailing silence, a live session can already encode
+        and prefill the utterance up to here, and drop that work if speech resumes.
+        """
+        if not self._in_speech or self._silence_start is None:
+            return None
+        return min(self._silence_start + self._post_roll, self._utterance_start + self._max_utterance)
+
     def push(self, prob: float, n_samples: int = CHUNK_SAMPLES, energy: float | None = None) -> list[Event]:
         """Advance the clock by one chunk of `n_samples` with speech probability `prob`.
 

@@ -5,6 +5,13 @@ utterance is encoded and prefilled into the KV cache while the person is still s
 its time markers interleaved. At the endpoint only the last partial chunk, the closing tokens
 and the decode remain; then the cache rolls back to the shared prompt prefix.
 
+Speculation: while the endpointer waits out the trailing silence (0.7 s by default), the end the
+utterance will have if the silence lasts is already known. The tail is then encoded and prefilled
+on copies of the streaming state, past the cache's committed length; at the endpoint only the
+decode remains. If speech resumes, the cache rolls back to its committed length (O(1)) and the
+work is dropped. The speculated work is the same computation the endpoint would do, on the same
+samples, so the final text is unchanged (tests/test_live.py checks it against offline).
+
 Mel frames use the streaming front end (running-maximum floor), so a live session equals
 `EdgeMoss.transcribe(..., windows=<its utterances>, front_end="streaming")` on the same audio.
 """
@@ -45,6 +52,8 @@ class LiveEvent:
     utterance: int
     latency_s: float | None = None  # endpoint -> final text (compute only), for finals
     span: tuple[float, float] | None = None  # the utterance's audio on the stream clock
+    endpoint_s: float | None = None  # stream time at which the endpoint was decided, for finals
+    speculated: bool = False  # the tail was encoded and prefilled before the endpoint
 
     def to_dict(self) -> dict:
         out = {"type": self.type, "start": round(self.start, 3), "end": round(self.end, 3),
@@ -53,6 +62,9 @@ class LiveEvent:
             out["utterance_start"], out["utterance_end"] = (round(t, 3) for t in self.span)
         if self.latency_s is not None:
             out["latency_s"] = round(self.latency_s, 4)
+        if self.endpoint_s is not None:
+            out["endpoint_s"] = round(self.endpoint_s, 3)
+            out["speculated"] = self.speculated
         return out
 
 
@@ -70,8 +82,10 @@ class UtteranceDecoder:
         self.max_new_tokens = max_new_tokens
         self.active = False
         self.last_token_ids: list[int] = []
+        self._spec: _Speculation | None = None
 
     def begin(self) -> None:
+        self._spec = None
         self.model.lm.start_from_prefix(self.builder.prefix_ids())
         self.mel = StreamingLogMel(floor="running")
         self.frames = np.zeros((facts.N_MELS, 0), dtype=np.float32)
@@ -84,33 +98,64 @@ class UtteranceDecoder:
         """Add the utterance's next samples; prefill every chunk that is now complete."""
         if samples.size == 0:
             return
+        self.drop_speculation()
         self.samples += samples.size
-        self._add_frames(self.mel.push(samples))
-        while self.frames.shape[1] >= facts.CHUNK_FRAMES:
-            chunk = self.frames[:, :facts.CHUNK_FRAMES]
-            self.frames = self.frames[:, facts.CHUNK_FRAMES:]
+        self.frames = _joined(self.frames, self.mel.push(samples))
+        self.frames, self.chunks_done = self._prefill_chunks(self.frames, self.interleaver,
+                                                             self.chunks_done)
+
+    def _prefill_chunks(self, frames: np.ndarray, interleaver, chunks_done: int):
+        """Encode and append every complete 4 s chunk at the front of `frames`; return the rest."""
+        while frames.shape[1] >= facts.CHUNK_FRAMES:
+            chunk = frames[:, :facts.CHUNK_FRAMES]
+            frames = frames[:, facts.CHUNK_FRAMES:]
             audio = self.model.encoder.encode_chunks(chunk[None], facts.CHUNK_FRAMES)
-            piece = self.interleaver.push(audio.num_tokens)
+            piece = interleaver.push(audio.num_tokens)
             self.model.lm.append(piece.ids, piece.audio_slots, audio)
-            self.chunks_done += 1
+            chunks_done += 1
+        return frames, chunks_done
 
-    def _add_frames(self, frames: np.ndarray) -> None:
-        if frames.shape[1]:
-            self.frames = np.concatenate([self.frames, frames], axis=1)
+    # -- speculation: the tail prefilled before the endpoint ---------------------------------
 
-    def _tail(self, frames: np.ndarray) -> AudioFeatures | None:
+    def speculate(self, samples: np.ndarray, key: tuple) -> None:
+        """Prefill the utterance as if it ended after `samples` (the audio from the last fed
+        sample to the expected end), leaving the committed state untouched; `key` names the
+        end that was assumed. The result waits past the committed cache length."""
+        self.drop_speculation()
+        committed = self.model.lm.length
+        mel, interleaver = copy.deepcopy(self.mel), copy.deepcopy(self.interleaver)
+        frames = _joined(self.frames, mel.push(samples)) if samples.size else self.frames
+        frames, chunks_done = self._prefill_chunks(frames, interleaver, self.chunks_done)
+        frames = _joined(frames, mel.finish())
+        logits = self._close(frames, interleaver, chunks_done)
+        self._spec = _Speculation(key, committed, logits, int(samples.size))
+
+    def speculated(self, key: tuple) -> bool:
+        """Whether the waiting speculation assumed this end (else it is dropped)."""
+        if self._spec is not None and self._spec.key != key:
+            self.drop_speculation()
+        return self._spec is not None
+
+    def drop_speculation(self) -> None:
+        """Speech went on (or the end differs): forget the speculative positions."""
+        if self._spec is not None:
+            self.model.lm.rollback(self._spec.committed)
+            self._spec = None
+
+    def _tail(self, frames: np.ndarray, chunks_done: int) -> AudioFeatures | None:
         """Encode the last partial chunk exactly as the whole-clip chunk batch would."""
         count = frames.shape[1]
         if count == 0:
             return None
-        if self.chunks_done == 0:
+        if chunks_done == 0:
             return self.model.encoder.encode_chunks(frames[None], count)
         padded = np.zeros((1, facts.N_MELS, facts.CHUNK_FRAMES), dtype=np.float32)
         padded[0, :, :count] = frames
         return self.model.encoder.encode_chunks(padded, count)
 
-    def _close_and_decode(self, frames: np.ndarray, interleaver, max_new_tokens: int) -> str:
-        audio = self._tail(frames)
+    def _close(self, frames: np.ndarray, interleaver, chunks_done: int) -> np.ndarray:
+        """Append the tail chunk and the closing tokens; the logits to decode from."""
+        audio = self._tail(frames, chunks_done)
         ids = []
         slots = None
         if audio is not None:
@@ -118,27 +163,43 @@ class UtteranceDecoder:
             ids.append(piece.ids)
             slots = piece.audio_slots
         ids.append(np.asarray(self.builder.suffix_ids(self.instruction), dtype=np.int64))
-        logits = self.model.lm.append(np.concatenate(ids), slots, audio)
+        return self.model.lm.append(np.concatenate(ids), slots, audio)
+
+    def _decode(self, logits: np.ndarray, max_new_tokens: int) -> str:
         result = self.model.lm.decode(logits, self.model.decode_settings(max_new_tokens).options())
         self.last_token_ids = result.token_ids
         return self.model.tokenizer.decode(result.token_ids, skip_special_tokens=True)
 
     def partial(self, max_new_tokens: int = 32) -> str:
         """A provisional hypothesis from the audio so far; the committed cache is left as it was."""
+        self.drop_speculation()
         length = self.model.lm.length
         try:
-            return self._close_and_decode(self.frames, copy.deepcopy(self.interleaver),
-                                          max_new_tokens)
+            logits = self._close(self.frames, copy.deepcopy(self.interleaver), self.chunks_done)
+            return self._decode(logits, max_new_tokens)
         finally:
             self.model.lm.rollback(length)
 
     def finish(self, start_s: float) -> list[Segment]:
-        """End of the utterance: tail chunk, closing tokens, decode; segments on the stream clock."""
-        self._add_frames(self.mel.finish())
+        """End of the utterance: tail chunk, closing tokens, decode; segments on the stream clock.
+
+        With a speculation adopted (see `speculated`), its samples count as fed and its
+        prefilled tail is decoded; otherwise the tail is encoded and prefilled now.
+        """
         self.active = False
-        if self.samples < facts.HOP_LENGTH:
-            return []
-        text = self._close_and_decode(self.frames, self.interleaver, self.max_new_tokens)
+        spec, self._spec = self._spec, None
+        if spec is not None:
+            self.samples += spec.samples
+            if self.samples < facts.HOP_LENGTH:
+                self.model.lm.rollback(spec.committed)
+                return []
+            logits = spec.logits
+        else:
+            self.frames = _joined(self.frames, self.mel.finish())
+            if self.samples < facts.HOP_LENGTH:
+                return []
+            logits = self._close(self.frames, self.interleaver, self.chunks_done)
+        text = self._decode(logits, self.max_new_tokens)
         duration = self.samples / facts.SAMPLE_RATE
         if self.timestamps:
             found = parse_timestamped(text, duration=duration)
@@ -147,7 +208,20 @@ class UtteranceDecoder:
         return [seg.shift(start_s) for seg in found]
 
     def abandon(self) -> None:
+        self.drop_speculation()
         self.active = False
+
+
+@dataclass
+class _Speculation:
+    key: tuple  # (utterance start, end before refinement, samples fed, refined end)
+    committed: int  # cache length before the speculative positions
+    logits: np.ndarray
+    samples: int  # samples the speculation fed beyond the committed state
+
+
+def _joined(frames: np.ndarray, more: np.ndarray) -> np.ndarray:
+    return np.concatenate([frames, more], axis=1) if more.shape[1] else frames
 
 
 @dataclass
@@ -168,10 +242,12 @@ class LiveTranscriber:
     def __init__(self, model, on_event: Callable[[LiveEvent], None],
                  endpoint: EndpointConfig | None = None, timestamps: bool = True,
                  partial_every_s: float | None = None, max_new_tokens: int = 448,
-                 instruction: str | None = None, system: str | None = None):
+                 instruction: str | None = None, system: str | None = None,
+                 speculate: bool = True):
         endpoint = endpoint or EndpointConfig()
         LiveOptions.of(endpoint, partial_every_s, max_new_tokens)  # the CLI's checks and words
         self.model = model
+        self.speculate = speculate
         self.on_event = on_event
         self.vad = SileroVAD()
         self.endpointer = Endpointer(endpoint)
@@ -205,6 +281,7 @@ class LiveTranscriber:
             for event in self.endpointer.push(float(prob), CHUNK_SAMPLES, energy):
                 self._handle(event)
         self._feed_committed()
+        self._maybe_speculate()
         self._maybe_partial()
         self._trim()
         self.stats.compute_s += time.perf_counter() - start
@@ -235,13 +312,16 @@ class LiveTranscriber:
             self._utt_start = self._fed = event.start_sample
             self._next_partial = event.start_sample + (self.partial_every or 0)
         elif isinstance(event, Utterance):
-            config = self.endpointer.config
+            endpoint_s = self.endpointer.samples_seen / facts.SAMPLE_RATE
             fed = max(self._fed, event.start_sample)
-            end = refine_end(self._slice(event.start_sample, event.end_sample), event.start_sample,
-                             event.end_sample, max_trim=event.end_sample - fed,
-                             post_roll=config.samples(config.post_roll_s))
+            end = self._refined_end(event.start_sample, event.end_sample, fed)
+            key = (event.start_sample, event.end_sample, fed, end)
             event = Utterance(event.start_sample, end, event.reason, event.sample_rate)
-            self._feed_to(event.end_sample)
+            speculated = self.utterance.speculated(key)
+            if speculated:
+                self._fed = max(self._fed, end)
+            else:
+                self._feed_to(event.end_sample)
             speech_end_wall = time.perf_counter()
             segments = self.utterance.finish(event.start_sample / facts.SAMPLE_RATE)
             latency = time.perf_counter() - speech_end_wall
@@ -251,10 +331,33 @@ class LiveTranscriber:
             span = (event.start_s, event.end_s)
             for seg in segments:
                 self.on_event(LiveEvent("final", seg.start, seg.end, seg.text, self._index,
-                                        latency, span))
+                                        latency, span, endpoint_s, speculated))
             self._index += 1
         elif isinstance(event, SpeechDiscarded):
             self.utterance.abandon()
+
+    def _refined_end(self, start: int, end: int, fed: int) -> int:
+        config = self.endpointer.config
+        return refine_end(self._slice(start, end), start, end, max_trim=end - fed,
+                          post_roll=config.samples(config.post_roll_s))
+
+    def _maybe_speculate(self) -> None:
+        """In trailing silence, with the audio up to the tentative end at hand: prefill the tail
+        now, keyed by the end assumed; speech that resumes drops it."""
+        if not (self.speculate and self.utterance.active):
+            return
+        tentative = self.endpointer.tentative_end
+        if tentative is None:
+            self.utterance.drop_speculation()
+            return
+        if self.samples_seen < tentative:
+            return
+        start = self.endpointer.utterance_start
+        fed = max(self._fed, start)
+        end = self._refined_end(start, tentative, fed)
+        key = (start, tentative, fed, end)
+        if not self.utterance.speculated(key):
+            self.utterance.speculate(self._slice(fed, end), key)
 
     def _feed_to(self, end: int) -> None:
         if end > self._fed:

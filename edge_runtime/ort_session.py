@@ -1,8 +1,8 @@
 """ONNX Runtime sessions with the settings edge-moss runs well with on small machines.
 
-- intra-op threads: 1 on machines with <= 2 logical CPUs (2 threads on 2 vCPUs measured slower
-  than 1: the second vCPU is usually busy with audio capture or a hyperthread sibling), else
-  roughly the physical core count;
+- intra-op threads: one per physical core this process may run on (hyperthread siblings share a
+  core's memory port and add nothing to a bandwidth-bound decode). On the 2-vCPU build VM, two
+  threads decode and prefill about 2x faster than one (benchmarks/RESULTS.md, thread sweep);
 - inter-op 1 (the graphs are sequential), spin-waiting off (no 100 % CPU between tokens);
 - full graph optimizations; telemetry off; nothing here touches the network.
 """
@@ -34,16 +34,36 @@ def _disable_telemetry() -> None:
         _telemetry_done = True
 
 
-def default_threads() -> int:
-    """Intra-op threads: 1 on <= 2 logical CPUs, else about the physical core count."""
+def _usable_cpus() -> list[int]:
     try:
-        logical = len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        logical = os.cpu_count() or 1
-    if logical <= 2:
-        return 1
-    # Without a portable physical-core query, assume 2-way SMT above 4 logical CPUs.
-    return max(1, logical // 2) if logical > 4 else logical
+        return list(range(os.cpu_count() or 1))
+
+
+def physical_cores(cpus: list[int] | None = None, sysfs: str | Path = "/sys/devices/system/cpu") -> int:
+    """Distinct physical cores among `cpus` (default: the CPUs this process may use).
+
+    Read from Linux sysfs topology (package id, core id); where that is missing, the logical
+    count, halved above 4 logical CPUs (assumed 2-way SMT).
+    """
+    cpus = _usable_cpus() if cpus is None else cpus
+    cores = set()
+    for cpu in cpus:
+        topo = Path(sysfs) / f"cpu{cpu}" / "topology"
+        try:
+            package = (topo / "physical_package_id").read_text().strip()
+            core = (topo / "core_id").read_text().strip()
+        except OSError:
+            n = len(cpus)
+            return max(1, n // 2) if n > 4 else max(1, n)
+        cores.add((package, core))
+    return max(1, len(cores))
+
+
+def default_threads() -> int:
+    """Intra-op threads: one per physical core this process may use."""
+    return physical_cores()
 
 
 def providers_for(device: str) -> list[str]:
@@ -51,9 +71,12 @@ def providers_for(device: str) -> list[str]:
     return [name for name, _ in provider_chain(device)]
 
 
-def session_options(threads: int | None = None, **opts: Any) -> ort.SessionOptions:
+def session_options(threads: int | None = None, cpu_arena: bool = True, mem_pattern: bool = True,
+                    **opts: Any) -> ort.SessionOptions:
     """SessionOptions with edge-moss defaults; `opts` are extra session config entries."""
     so = ort.SessionOptions()
+    so.enable_cpu_mem_arena = bool(cpu_arena)
+    so.enable_mem_pattern = bool(mem_pattern)
     so.intra_op_num_threads = int(threads or default_threads())
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -67,7 +90,8 @@ def session_options(threads: int | None = None, **opts: Any) -> ort.SessionOptio
 
 
 def make_session(path: str | Path, device: str = "cpu", threads: int | None = None,
-                 disabled_optimizers: list[str] | None = None, **opts: Any) -> ort.InferenceSession:
+                 disabled_optimizers: list[str] | None = None, cpu_arena: bool = True,
+                 mem_pattern: bool = True, **opts: Any) -> ort.InferenceSession:
     """An InferenceSession for the graph at `path` on `device` (CPU fallback with a message).
 
     `opts` are ONNX Runtime session config entries (e.g. {"session.x": "1"}); pass them as a
@@ -78,7 +102,7 @@ def make_session(path: str | Path, device: str = "cpu", threads: int | None = No
     if not path.is_file():
         raise DeviceError(f"model graph {path} does not exist")
     check_device(device)
-    so = session_options(threads, **opts)
+    so = session_options(threads, cpu_arena=cpu_arena, mem_pattern=mem_pattern, **opts)
     kwargs: dict[str, Any] = {}
     if disabled_optimizers:
         kwargs["disabled_optimizers"] = list(disabled_optimizers)

@@ -31,19 +31,22 @@ _WIDTHS: dict[str, dict[str, int]] = {
                   hidden=256, intermediate=512, heads=8, kv_heads=4, head_dim=32),
     "4b": dict(d_model=1280, enc_heads=20, enc_ffn=5120, down_hidden=480, output_dim=1280, adapter=8192,
                hidden=2560, intermediate=9728, heads=32, kv_heads=8, head_dim=128),
+    # Qwen3-8B backbone behind the same audio encoder; adapter_hidden_size as in the 4B release.
+    "8b": dict(d_model=1280, enc_heads=20, enc_ffn=5120, down_hidden=480, output_dim=1280, adapter=8192,
+               hidden=4096, intermediate=12288, heads=32, kv_heads=8, head_dim=128),
 }
 SIZES = tuple(_WIDTHS)
 
 # Default shard limits: small enough that tiny/small are sharded too (the index path is exercised),
-# ~4 GB for 4b like the release.
-_DEFAULT_SHARD_BYTES = {"tiny": 16 << 20, "small": 96 << 20, "4b": 4 * 10**9}
+# ~4 GB for 4b and 8b like the releases.
+_DEFAULT_SHARD_BYTES = {"tiny": 16 << 20, "small": 96 << 20, "4b": 4 * 10**9, "8b": 4 * 10**9}
 
 # Rows generated per step when streaming a tensor: bounds memory for the 389M-value embeddings.
 _CHUNK_VALUES = 8 << 20
 
 
 def fixture_config(size: str = "tiny") -> dict[str, Any]:
-    """The config.json dict of a fixture checkpoint of `size` (release dims for '4b')."""
+    """The config.json dict of a fixture checkpoint of `size` (release dims for '4b' and '8b')."""
     if size not in _WIDTHS:
         raise ValueError(f"unknown fixture size {size!r}; choose one of {', '.join(SIZES)}")
     w = _WIDTHS[size]
@@ -197,7 +200,7 @@ def _write_shard(path: Path, names: list[str], shapes: dict[str, tuple[int, ...]
 
 def write_fixture(out: str | Path, size: str = "tiny", seed: int = 0,
                   shard_bytes: int | None = None) -> Path:
-    """Write a random-weight checkpoint of `size` ('tiny', 'small', '4b') into `out`; return it.
+    """Write a random-weight checkpoint of `size` ('tiny', 'small', '4b', '8b') into `out`; return it.
 
     The directory holds config.json, generation_config.json, processor_config.json, sharded bf16
     model-0000N-of-0000M.safetensors with model.safetensors.index.json, and the tokenizer files.
@@ -217,7 +220,7 @@ def write_fixture(out: str | Path, size: str = "tiny", seed: int = 0,
     groups = _plan_shards(shapes, shard_bytes or _DEFAULT_SHARD_BYTES[size])
     total_bytes = sum(2 * int(np.prod(s)) for s in shapes.values())
     bar = None
-    if size == "4b":
+    if size in ("4b", "8b"):
         from tqdm import tqdm
 
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"fixture {size}")

@@ -233,3 +233,27 @@ def test_small_fp32_matches_torch(small_checkpoint, tmp_path):
     got += [dec.forward(embeds[t:t + 1]) for t in range(60, 64)]
     got.append(dec.forward(embeds[64:], deepstack[:, 64:], logits_to_keep=8))
     assert rel_err(np.concatenate(got), want) <= TOL
+
+
+def test_growing_cache_equals_torch_through_growth_and_rollback(tiny, monkeypatch):
+    """A host cache that starts small and grows (copying its valid positions) gives the same
+    logits as transformers, across several growths, single steps and a roll-back."""
+    import edge_runtime.decoder as decoder_mod
+
+    monkeypatch.setattr(decoder_mod, "CACHE_STEP", 16)
+    ckpt, path, ref = tiny
+    embeds, deepstack = random_inputs(ckpt.config, 150, seed=7, spans=((10, 40),))
+    want = torch_logits(ref, embeds, deepstack)
+    dec = Decoder(path, max_context=1024, threads=1)
+    assert dec.capacity == 16
+    got = [dec.forward(embeds[:40], deepstack[:, :40], logits_to_keep=40)]  # 16 -> 48
+    assert dec.capacity == 48
+    for t in range(40, 60):  # steps across the 48 -> 96 growth
+        got.append(dec.forward(embeds[t:t + 1], deepstack[:, t:t + 1]))
+    got.append(dec.forward(embeds[60:150], deepstack[:, 60:150], logits_to_keep=90))
+    assert dec.capacity == 192 and dec.length == 150
+    assert rel_err(np.concatenate(got), want) <= TOL
+    dec.rollback(50)
+    again = dec.forward(embeds[50:150], deepstack[:, 50:150], logits_to_keep=100)
+    assert rel_err(again, want[50:]) <= TOL
+    assert dec.capacity == 192  # roll-back keeps the buffers

@@ -101,6 +101,20 @@ def test_4b_config_has_release_dims():
     assert (q.hidden_size, q.num_key_value_heads, q.head_dim, q.vocab_size) == (2560, 8, 128, 151936)
 
 
+def test_8b_config_has_qwen3_8b_widths_and_the_same_tensor_names():
+    cfg8 = MossAudioConfig.from_dict(fixture_config("8b"))
+    cfg4 = MossAudioConfig.from_dict(fixture_config("4b"))
+    lang = cfg8.language
+    assert (lang.hidden_size, lang.intermediate_size, lang.num_attention_heads,
+            lang.num_key_value_heads, lang.head_dim, lang.num_hidden_layers) == (4096, 12288, 32, 8, 128, 36)
+    shapes8, shapes4 = expected_tensors(cfg8), expected_tensors(cfg4)
+    assert list(shapes8) == list(shapes4)
+    assert shapes8["language_model.embed_tokens.weight"] == (151936, 4096)
+    assert shapes8["audio_adapter.down_proj.weight"] == (4096, 8192)
+    backbone = sum(int(np.prod(s)) for n, s in shapes8.items() if n.startswith(("language_model.", "lm_head")))
+    assert 8.1e9 < backbone < 8.3e9  # Qwen3-8B: 8.19 B with its separate lm_head
+
+
 def test_4b_shard_plan_is_about_4gb_each():
     shapes = expected_tensors(MossAudioConfig.from_dict(fixture_config("4b")))
     groups = _plan_shards(shapes, 4 * 10**9)

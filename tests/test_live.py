@@ -42,10 +42,10 @@ def bundle(tiny_checkpoint, bundle_factory):
     return bundle_factory(tiny_checkpoint, "fp32", "chunked")
 
 
-def live_run(model, path, block_sizes=(480,)):
+def live_run(model, path, block_sizes=(480,), speculate=True):
     """Push a file through LiveTranscriber in blocks of the given sizes (cycled)."""
     finals = []
-    live = LiveTranscriber(model, finals.append, max_new_tokens=TOKENS)
+    live = LiveTranscriber(model, finals.append, max_new_tokens=TOKENS, speculate=speculate)
     audio = sf.read(path, dtype="float32")[0]
     i = k = 0
     while i < audio.size:
@@ -71,6 +71,44 @@ def test_live_equals_transcribe_with_the_same_segmentation(bundle, speech):
     again, _ = live_run(model, speech, block_sizes=(16000,))
     assert [without_timing(e.to_dict()) for e in again] == \
         [without_timing(e.to_dict()) for e in finals]
+
+
+# A pause shorter than the endpointer's 0.7 s: speculation starts in it and must be dropped.
+SSML_RESUMING = ("<speak>This sentence pauses briefly here"
+                 '<break time="550ms"/>and then goes on speaking for a few more seconds.'
+                 '<break time="1500ms"/>Goodbye.</speak>')
+
+
+def test_speculative_tail_gives_the_same_finals_as_offline(bundle, speech, tmp_path, monkeypatch):
+    """The tail prefilled while the endpointer waits out the silence gives exactly the finals of
+    the plain path and of offline transcription; speculation on a pause that turns out to be
+    inside the utterance is rolled back without changing anything."""
+    model = EdgeMoss(bundle, threads=1)
+    dropped = []
+    real_drop = UtteranceDecoder.drop_speculation
+
+    def counting_drop(self):
+        if self._spec is not None:
+            dropped.append(self._spec.key)
+        real_drop(self)
+
+    monkeypatch.setattr(UtteranceDecoder, "drop_speculation", counting_drop)
+    resuming = make_speech_wav(tmp_path / "resuming.wav", SSML_RESUMING, lead_s=0.5, tail_s=1.2)
+    for path in (speech, resuming):
+        dropped.clear()
+        plain, plain_live = live_run(model, path, block_sizes=(480, 7000, 333), speculate=False)
+        spec, spec_live = live_run(model, path, block_sizes=(480, 7000, 333), speculate=True)
+        assert spec_live.utterances == plain_live.utterances
+        assert [(e.start, e.end, e.text) for e in spec] == [(e.start, e.end, e.text) for e in plain]
+        assert any(e.speculated for e in spec) and not any(e.speculated for e in plain)
+        windows = [(a / SR, b / SR) for a, b in spec_live.utterances]
+        segments, _ = model.transcribe(path, windows=windows, front_end="streaming",
+                                       max_new_tokens=TOKENS)
+        assert [(e.start, e.end, e.text) for e in spec] == [(s.start, s.end, s.text) for s in segments]
+        if path == resuming:
+            # the short pause was speculated on, then speech resumed inside the same utterance
+            first_start, first_end = spec_live.utterances[0]
+            assert any(key[0] == first_start and key[3] < first_end for key in dropped)
 
 
 def test_incremental_prefill_gives_the_tokens_of_a_whole_prefill(bundle):
@@ -115,8 +153,9 @@ def listen_cli(*args, env=None, **popen):
 
 
 def without_timing(event: dict) -> dict:
-    """An event minus its measured latency (a wall-clock figure, different on every run)."""
-    return {k: v for k, v in event.items() if k != "latency_s"}
+    """An event minus its measured latency (a wall-clock figure, different on every run) and
+    whether its tail was speculated (that depends on how the audio was split into blocks)."""
+    return {k: v for k, v in event.items() if k not in ("latency_s", "speculated")}
 
 
 def final_events(stdout: str):

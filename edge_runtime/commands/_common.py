@@ -53,7 +53,8 @@ def add_model_args(parser: argparse.ArgumentParser, device_flag: bool = True,
                        help="compute device: the ONNX Runtime execution provider (default: cpu; "
                             "cuda falls back to cpu with a message)")
     group.add_argument("--threads", type=int, default=None,
-                       help="ONNX Runtime intra-op threads, 1-1024 (default: tuned for this machine)")
+                       help="ONNX Runtime intra-op threads, 1-1024 (default: one per physical core, "
+                            "measured fastest; listen uses the same, as capture needs little CPU)")
     group.add_argument("--max-context", type=int, default=None,
                        help="KV-cache length in tokens, 64-1048576; bounds memory "
                             "(default: the bundle's own, usually 4096)")

