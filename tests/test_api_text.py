@@ -208,7 +208,7 @@ def fixed_answer(model, monkeypatch, answer: str):
     """Make every window's answer `answer` (the real decode is replaced; parsing is what's tested)."""
     ids = model.tokenizer.encode(answer)
 
-    def run(samples, question, settings, system, front_end="clip"):
+    def run(samples, question, settings, system, front_end="clip", on_token=None):
         return AskResult(text=model.tokenizer.decode(ids), token_ids=ids, prompt_tokens=1,
                          audio_tokens=1, timings={}, logprobs=[-0.5] * len(ids))
 
