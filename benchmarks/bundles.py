@@ -28,7 +28,7 @@ def ensure_checkpoint(size: str, cache: Path, checkpoint: str | None = None) -> 
         return path
     path = cache / f"ckpt-{size}"
     if not (path / "model.safetensors.index.json").is_file():
-        from export.fixture import write_fixture
+        from edge_moss_export.fixture import write_fixture
 
         print(f"[bench] writing the {size} fixture checkpoint to {path}", flush=True)
         write_fixture(path, size=size, seed=0)

@@ -27,8 +27,8 @@ from torch import nn
 
 from edge_runtime.audio_encoder import AudioFeatures
 from edge_runtime.prompt import Prompt
-from export.checkpoint import open_checkpoint
-from export.reference import MossAudioReference
+from edge_moss_export.checkpoint import open_checkpoint
+from edge_moss_export.reference import MossAudioReference
 
 # Linears at least this large keep their low-precision storage and widen per call.
 _WIDEN_PER_CALL = 1 << 20
@@ -98,13 +98,13 @@ def replacement(spec: str, checkpoint: str | Path):
         return None
     kind, _, path = spec.partition(":")
     if kind == "gguf":
-        from quant.gguf_weights import GGUFWeights
+        from edge_moss_quant.gguf_weights import GGUFWeights
 
         names = [n for n in open_checkpoint(checkpoint).names()
                  if n.startswith(("language_model.", "lm_head."))]
         return GGUFWeights(path, names)
     if kind == "bundle":
-        from quant.bundle_weights import BundleWeights
+        from edge_moss_quant.bundle_weights import BundleWeights
 
         return BundleWeights(path)
     raise ValueError(f"unknown weight source {spec!r}: use gguf:PATH, bundle:PATH or checkpoint")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.blockwise import quantize_blockwise
+from edge_moss_quant.blockwise import quantize_blockwise
 
 FORMATS = (  # (label, bits, block, symmetric)
     ("int4 b32 asym", 4, 32, False), ("int4 b32 sym", 4, 32, True),
@@ -73,7 +73,7 @@ def _feeds(widths, rows: int):
 
 def run_kernels(size: str, rounds: int, out: Path, command: str) -> int:
     from benchmarks.machine import describe_machine
-    from export.fixture import fixture_config
+    from edge_moss_export.fixture import fixture_config
 
     lang = fixture_config(size)["language_config"]
     widths = (lang["hidden_size"], lang["intermediate_size"],

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         write_markdown(out, Path(args.markdown))
         return 0
 
-    from quant.eval import CLIP_SECONDS, BundleModel
+    from edge_moss_quant.eval import CLIP_SECONDS, BundleModel
 
     candidates: list[tuple[str, Path]] = []
     for item in args.bundles:
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _reference(args, builder, mode: str, checkpoint_reference: bool):
     """The reference's answers and logits (then the reference is freed)."""
-    from quant.eval import open_reference, reference_run
+    from edge_moss_quant.eval import open_reference, reference_run
 
     t = time.perf_counter()
     if checkpoint_reference:
@@ -325,7 +325,7 @@ def _kept(row: dict[str, Any]) -> str:
 def score_one(name: str, path: Path, run_file: Path, threads: int,
               reference_audio: bool = False) -> dict[str, Any]:
     """Score one bundle against a pickled reference run (this process's peak RSS is the bundle's)."""
-    from quant.eval import BundleModel, score
+    from edge_moss_quant.eval import BundleModel, score
 
     with open(run_file, "rb") as fh:
         run = pickle.load(fh)  # written by this module's own parent process
@@ -342,7 +342,7 @@ def score_one(name: str, path: Path, run_file: Path, threads: int,
 def score_torch(name: str, spec: str, checkpoint: str, run_file: Path, greedy: bool) -> dict[str, Any]:
     """Score the torch reference with the weights `spec` names (see the module docstring)."""
     from benchmarks.gguf_reference import TorchRow
-    from quant.eval import score
+    from edge_moss_quant.eval import score
 
     with open(run_file, "rb") as fh:
         run = pickle.load(fh)  # written by this module's own parent process
@@ -355,7 +355,7 @@ def score_torch(name: str, spec: str, checkpoint: str, run_file: Path, greedy: b
            "audio": f"graph: {audio}" if audio else "reference (torch)", "math": "fp32 (= level 0)",
            **result.summary, "seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": peak_mb()}
     if kind == "gguf":
-        from quant.gguf_weights import GGUFWeights
+        from edge_moss_quant.gguf_weights import GGUFWeights
 
         names = [n for n in model.ref.state_dict() if n.startswith(("language_model.", "lm_head."))]
         g = GGUFWeights(path, names)

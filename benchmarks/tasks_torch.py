@@ -20,7 +20,7 @@ def torch_reference(args: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import DynamicCache
 
-    from export.reference import MossAudioReference
+    from edge_moss_export.reference import MossAudioReference
 
     threads = args.get("threads")
     if threads:

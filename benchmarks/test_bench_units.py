@@ -45,7 +45,7 @@ def test_decoder_weight_bytes_counts_fp16_cast_twice(tmp_path):
 
 
 def test_roofline_arithmetic(tmp_path):
-    from export.fixture import fixture_config
+    from edge_moss_export.fixture import fixture_config
 
     cfg_path = tmp_path / "config.json"
     cfg_path.write_text(json.dumps(fixture_config("4b")))
@@ -111,8 +111,8 @@ def test_qwen3_checkpoint_is_the_backbone(tmp_path):
     from transformers import Qwen3ForCausalLM
 
     from benchmarks.genai_peer import write_qwen3_checkpoint
-    from export.checkpoint import open_checkpoint
-    from export.fixture import write_fixture
+    from edge_moss_export.checkpoint import open_checkpoint
+    from edge_moss_export.fixture import write_fixture
 
     src = write_fixture(tmp_path / "ckpt", size="tiny") or tmp_path / "ckpt"
     out = write_qwen3_checkpoint(tmp_path / "ckpt", tmp_path / "qwen3")

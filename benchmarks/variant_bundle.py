@@ -22,8 +22,8 @@ from edge_runtime.bundle import DECODER_GRAPH, describe_files, read_manifest, wr
 
 
 def build_variant(checkpoint: Path, base: Path, out: Path, **decoder_options) -> Path:
-    from export.checkpoint import open_checkpoint
-    from export.decoder_graph import build_decoder
+    from edge_moss_export.checkpoint import open_checkpoint
+    from edge_moss_export.decoder_graph import build_decoder
 
     manifest = read_manifest(base)
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.blockwise import dequantize_blockwise, quantize_blockwise
+from edge_moss_quant.blockwise import dequantize_blockwise, quantize_blockwise
 
 VARIANTS = (  # (label, block, symmetric, method)
     ("b32 asym mse", 32, False, "mse"), ("b32 asym lsq", 32, False, "lsq"),
@@ -44,15 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/weight_error.json")
     args = p.parse_args(argv)
 
-    from export.checkpoint import open_checkpoint
-    from quant.gguf_weights import GGUFWeights
+    from edge_moss_export.checkpoint import open_checkpoint
+    from edge_moss_quant.gguf_weights import GGUFWeights
 
     ckpt = open_checkpoint(args.checkpoint)
     names = [f"language_model.layers.{i}.{proj}.weight" for i in args.layers for proj in PROJECTIONS]
     gguf = GGUFWeights(args.gguf, names)
     bundle = None
     if args.bundle:
-        from quant.bundle_weights import BundleWeights
+        from edge_moss_quant.bundle_weights import BundleWeights
 
         bundle = BundleWeights(args.bundle)
     sq = {}  # label -> [sum of squared errors, sum of squared weights]

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from edge_runtime.model_config import AudioEncoderConfig, ConfigError, MossAudioConfig
-from export.checkpoint import open_checkpoint
-from export.reference import GatedMLP
+from edge_moss_export.checkpoint import open_checkpoint
+from edge_moss_export.reference import GatedMLP
 
 AUDIO_PREFIXES = ("audio_encoder.", "audio_adapter.", "deepstack_audio_merger_list.")
 INPUT_NAMES = ["mel", "last_frames"]
@@ -310,7 +310,7 @@ def _name_dynamic_output_axes(program) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m export.audio_graph CHECKPOINT OUT.onnx [--dtype fp16]"""
+    """python -m edge_moss_export.audio_graph CHECKPOINT OUT.onnx [--dtype fp16]"""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -125,7 +125,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, options: ExportOption
             "torch.onnx export" + (", then quantization and its error check" if audio_dtype in
                                    ("int8", "int4") else "") + " ...")
         if audio_dtype in ("int8", "int4"):  # fp32 export, then MatMulNBits, error measured vs fp32
-            from quant.audio_quant import export_quantized_audio_graph
+            from edge_moss_quant.audio_quant import export_quantized_audio_graph
 
             audio_nbits = export_quantized_audio_graph(ckpt, staging / AUDIO_GRAPH, audio_dtype,
                                                        mode=options.encoder_mode)

@@ -34,7 +34,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from edge_runtime.model_config import MossAudioConfig
-from quant.blockwise import METHODS, quantize_blockwise
+from edge_moss_quant.blockwise import METHODS, quantize_blockwise
 
 from .embedding_table import write_embedding_table
 from .onnx_external import ExternalDataWriter, save_graph

@@ -8,7 +8,7 @@ import numpy as np
 
 from edge_runtime.embeddings import (FLOAT_FILE, INT4_BLOCK, INT4_FILE, INT4_SCALES_FILE, INT8_FILE,
                                      SCALES_FILE, files_for)
-from quant.blockwise import quantize_blockwise
+from edge_moss_quant.blockwise import quantize_blockwise
 
 # Rows converted per step: keeps the 151936 x 2560 table's temporaries small.
 _ROWS = 8192

@@ -26,7 +26,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer
 from edge_runtime.encoder_chunks import chunk_mel
 from edge_runtime.model_config import AudioEncoderConfig, ConfigError, LanguageConfig, MossAudioConfig
 from edge_runtime.model_facts import AUDIO_TOKEN_ID, STOP_TOKEN_IDS, audio_token_count
-from export.checkpoint import open_checkpoint
+from edge_moss_export.checkpoint import open_checkpoint
 
 ENCODER_MODES = ("chunked", "full")
 

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from export.onnx_external import ExternalDataWriter, save_graph
+from edge_moss_export.onnx_external import ExternalDataWriter, save_graph
 
 from .blockwise import quantize_blockwise
 
@@ -171,7 +171,7 @@ def export_quantized_audio_graph(checkpoint, out_path: str | Path, kind: str = "
     """Export the fp32 audio graph next to `out_path`, quantize it (`kind`: int8 or int4, see
     SETTINGS) into `out_path`, measure the error against the fp32 graph, delete the fp32 files;
     returns the description with the error."""
-    from export.audio_graph import export_audio_graph
+    from edge_moss_export.audio_graph import export_audio_graph
 
     if kind not in SETTINGS:
         raise ValueError(f"unknown audio graph quantization {kind!r}; choose one of {sorted(SETTINGS)}")

@@ -136,7 +136,7 @@ def load_bnb_reference(checkpoint, bnb: str = "4bit", device: str = "cpu",
     require_torch(bnb)
     import torch
 
-    from export.reference import MossAudioReference
+    from edge_moss_export.reference import MossAudioReference
 
     dev = torch_device(device)
     _quiet_cast_notice()
@@ -225,7 +225,7 @@ class TorchDecoder:
         import torch
 
         from edge_runtime.decoder import ContextLengthError
-        from export.reference import _add_at
+        from edge_moss_export.reference import _add_at
 
         s = int(embeds.shape[0])
         if self.length + s > self.max_context:
@@ -270,7 +270,7 @@ class BnbMoss(EdgeMoss):
         from edge_runtime.generation import CachedLM
         from edge_runtime.offline import enforce_offline
         from edge_runtime.tokenizer import load_tokenizer
-        from export.checkpoint import open_checkpoint
+        from edge_moss_export.checkpoint import open_checkpoint
 
         require_torch(bnb)
         import torch

@@ -168,7 +168,7 @@ class CheckpointModel:
     """The torch reference of a checkpoint (build side: imports torch)."""
 
     def __init__(self, path: str | Path, encoder_mode: str):
-        from export.reference import MossAudioReference
+        from edge_moss_export.reference import MossAudioReference
 
         self.path = Path(path)
         self.ref = MossAudioReference.from_checkpoint(path)

@@ -27,7 +27,7 @@ def export_cache(tmp_path_factory):
 
 
 def _checkpoint(tmp_path_factory, size: str, seed: int = 0):
-    from export.fixture import write_fixture
+    from edge_moss_export.fixture import write_fixture
 
     out = tmp_path_factory.mktemp(f"ckpt-{size}") / f"moss-audio-{size}"
     write_fixture(out, size=size, seed=seed)
@@ -56,7 +56,7 @@ def bundle_factory(tmp_path_factory):
     def make(checkpoint, quant: str = "fp32", encoder_mode: str = "chunked", **options):
         key = (str(checkpoint), quant, encoder_mode, tuple(sorted(options.items())))
         if key not in made:
-            from export.bundle_export import ExportOptions, export_bundle
+            from edge_moss_export.bundle_export import ExportOptions, export_bundle
 
             out = tmp_path_factory.mktemp("bundle") / f"{Path(checkpoint).name}-{quant}-{encoder_mode}"
             export_bundle(checkpoint, out, ExportOptions(quant=quant, encoder_mode=encoder_mode,

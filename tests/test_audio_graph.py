@@ -10,8 +10,8 @@ import torch
 
 from edge_runtime.encoder_chunks import chunk_mel, chunked_token_count
 from edge_runtime.model_facts import audio_token_count
-from export.audio_graph import export_audio_graph
-from export.reference import MossAudioReference
+from edge_moss_export.audio_graph import export_audio_graph
+from edge_moss_export.reference import MossAudioReference
 
 torch.set_num_threads(1)
 
@@ -139,9 +139,9 @@ def test_export_cache_is_keyed_by_content(tiny_checkpoint, tmp_path, monkeypatch
     # same tensors and precision, under any file name, with the same numbers.
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.audio_graph import _GraphCache
-    from export.checkpoint import open_checkpoint
-    from export.fixture import write_fixture
+    from edge_moss_export.audio_graph import _GraphCache
+    from edge_moss_export.checkpoint import open_checkpoint
+    from edge_moss_export.fixture import write_fixture
 
     monkeypatch.setenv(_GraphCache.ENV, str(tmp_path / "cache"))
     ckpt = open_checkpoint(tiny_checkpoint)

@@ -24,8 +24,8 @@ from edge_runtime.api import EdgeMoss
 from edge_runtime.audio_encoder import AudioEncoder
 from edge_runtime.bundle import AUDIO_GRAPH, read_manifest, verify_bundle
 from edge_runtime.features import log_mel
-from quant.audio_quant import audio_graph_error, quantize_audio_graph, relative_error
-from quant.blockwise import dequantize_blockwise, quantize_blockwise
+from edge_moss_quant.audio_quant import audio_graph_error, quantize_audio_graph, relative_error
+from edge_moss_quant.blockwise import dequantize_blockwise, quantize_blockwise
 
 ERROR_BOUND = 0.08  # int8: measured 3.6 % (audio_embeds) and 2.6 % (deepstack) on the tiny fixture
 
@@ -110,7 +110,7 @@ def test_export_with_int8_audio_graph(tiny_checkpoint, bundle_factory):
 def test_int4_audio_graph_size_and_error_order(fp32_graph, tmp_path):
     """int4 (asymmetric, block 32, HQQ zero points) is ~0.6x the bytes of int8 and, on these random
     weights, has a larger error than int8: the price of the small bundle, stated not hidden."""
-    from quant.audio_quant import SETTINGS
+    from edge_moss_quant.audio_quant import SETTINGS
 
     q8, q4 = tmp_path / "q8" / "audio.onnx", tmp_path / "q4" / "audio.onnx"
     i8 = quantize_audio_graph(fp32_graph, q8, **SETTINGS["int8"])
@@ -145,7 +145,7 @@ def test_export_compact_int4_bundle(tiny_checkpoint, tmp_path):
     result = model.ask(test_clip(3.0, 2), "What is this?", max_new_tokens=6, ignore_eos=True)
     assert len(result.token_ids) == 6
 
-    from export.bundle_export import ExportOptions
+    from edge_moss_export.bundle_export import ExportOptions
 
     mixed = ExportOptions(quant="int4", compact=True, audio_quant="int8", block_size=32).resolved()
     assert (mixed.audio_quant, mixed.block_size, mixed.embeddings) == ("int8", 32, "int4")
@@ -158,7 +158,7 @@ def test_export_compact_int4_bundle(tiny_checkpoint, tmp_path):
 def test_default_audio_precision_by_bundle_kind():
     """int4 CPU bundles take the int8 audio graph (measured small end to end at 4B shape);
     fp32 stays exact, CUDA and the others keep fp16."""
-    from export.bundle_export import default_audio_quant
+    from edge_moss_export.bundle_export import default_audio_quant
 
     assert default_audio_quant("int4", "cpu") == "int8"
     assert default_audio_quant("fp32", "cpu") == "fp32"

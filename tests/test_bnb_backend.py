@@ -23,9 +23,9 @@ from conftest import test_clip  # noqa: E402
 from edge_runtime.errors import MissingExtraError  # noqa: E402
 from edge_runtime.features import log_mel  # noqa: E402
 from edge_runtime.prompt import PromptBuilder  # noqa: E402
-from export.reference import MossAudioReference  # noqa: E402
-from quant import bnb_backend  # noqa: E402
-from quant.bnb_backend import BnbMoss  # noqa: E402
+from edge_moss_export.reference import MossAudioReference  # noqa: E402
+from edge_moss_quant import bnb_backend  # noqa: E402
+from edge_moss_quant.bnb_backend import BnbMoss  # noqa: E402
 
 QUESTION = "What is said?"
 

@@ -9,7 +9,7 @@ import pytest
 
 from edge_runtime.bundle import FORMAT_VERSION, MANIFEST_NAME, verify_bundle
 from edge_runtime.errors import BundleError
-from export.checkpoint import open_checkpoint
+from edge_moss_export.checkpoint import open_checkpoint
 
 
 @pytest.fixture()
@@ -80,7 +80,7 @@ def test_missing_file_and_missing_bundle(bundle_copy, tmp_path):
 
 def test_export_refuses_to_overwrite(tmp_path, tiny_checkpoint):
     from edge_runtime.errors import EdgeMossError
-    from export.bundle_export import ExportOptions, export_bundle
+    from edge_moss_export.bundle_export import ExportOptions, export_bundle
 
     out = tmp_path / "b"
     out.mkdir()

@@ -14,8 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from edge_runtime.errors import CheckpointError
 from edge_runtime.model_config import MossAudioConfig
-from export.checkpoint import INDEX_FILE, expected_tensors, open_checkpoint
-from export.fixture import fixture_config
+from edge_moss_export.checkpoint import INDEX_FILE, expected_tensors, open_checkpoint
+from edge_moss_export.fixture import fixture_config
 
 torch.set_num_threads(1)
 

@@ -244,7 +244,7 @@ def test_read_only_output_folder_in_the_cli(tmp_path, bundle, monkeypatch, capsy
 
 def test_eval_quant_on_a_read_only_bundle_shows_the_results_then_warns(
         tmp_path, tiny_checkpoint, bundle_factory, monkeypatch, capsys):
-    import quant.eval
+    import edge_moss_quant.eval
 
     from edge_runtime.cli import main
 
@@ -254,7 +254,7 @@ def test_eval_quant_on_a_read_only_bundle_shows_the_results_then_warns(
     def read_only(root, manifest):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(quant.eval, "write_manifest", read_only)
+    monkeypatch.setattr(edge_moss_quant.eval, "write_manifest", read_only)
     before = digests(bundle)
     code = main(["eval-quant", str(bundle), "-r", str(reference), "--clips", "1", "--tokens", "2",
                  "--threads", "1", "--json"])

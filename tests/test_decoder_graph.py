@@ -19,11 +19,11 @@ from edge_runtime.decoder import ContextLengthError, Decoder  # noqa: E402
 from edge_runtime.errors import BundleError  # noqa: E402
 from edge_runtime.model_config import MossAudioConfig  # noqa: E402
 from edge_runtime.embeddings import EmbeddingTable  # noqa: E402
-from export.checkpoint import open_checkpoint  # noqa: E402
-from export.decoder_graph import build_decoder, decoder_metadata, rope_caches  # noqa: E402
-from export.embedding_table import write_embedding_table  # noqa: E402
-from export.fixture import fixture_config  # noqa: E402
-from export.reference import MossAudioReference  # noqa: E402
+from edge_moss_export.checkpoint import open_checkpoint  # noqa: E402
+from edge_moss_export.decoder_graph import build_decoder, decoder_metadata, rope_caches  # noqa: E402
+from edge_moss_export.embedding_table import write_embedding_table  # noqa: E402
+from edge_moss_export.fixture import fixture_config  # noqa: E402
+from edge_moss_export.reference import MossAudioReference  # noqa: E402
 
 TOL = 1e-5  # max |onnx - torch| / max |torch|; measured 2.0e-6 at most (tiny and small, fp32)
 

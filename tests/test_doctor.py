@@ -86,7 +86,7 @@ def test_probe_provider(monkeypatch):
 
 def test_bundle_estimate_and_cli(tiny_checkpoint, bundle_factory, capsys):
     from edge_runtime.cli import main
-    from export.fixture import fixture_config
+    from edge_moss_export.fixture import fixture_config
 
     bundle = Path(bundle_factory(tiny_checkpoint, quant="int4"))
     lang = fixture_config("tiny")["language_config"]
@@ -123,7 +123,7 @@ def test_estimate_at_release_dims_with_fp16_cache(tmp_path):
     """The 4B numbers quoted in docs/gpu-jetson.md: an fp16 cache is 36 x 8 x 128 x 2 x 2 bytes a token."""
     from edge_runtime.bundle import FORMAT_NAME, FORMAT_VERSION
     from edge_runtime.model_config import MossAudioConfig
-    from export.fixture import fixture_config
+    from edge_moss_export.fixture import fixture_config
 
     from edge_runtime.bundle import REQUIRED_FILES, default_special_ids
 

@@ -21,7 +21,7 @@ import torch
 
 from edge_runtime.bundle import read_manifest, verify_bundle
 from edge_runtime.cli import main
-from quant.eval import (BundleModel, compare_logits, evaluate, first_divergence, open_reference,
+from edge_moss_quant.eval import (BundleModel, compare_logits, evaluate, first_divergence, open_reference,
                         record_in_manifest)
 
 torch.set_num_threads(1)
@@ -99,7 +99,7 @@ def test_quantized_bundles_vs_checkpoint_and_fp32_bundle(bundles, reference):
 
 def test_reference_run_scores_like_evaluate(bundles, reference):
     """One reference run scored against a bundle gives evaluate()'s numbers, and can be reused."""
-    from quant.eval import reference_run, score
+    from edge_moss_quant.eval import reference_run, score
 
     model = BundleModel(bundles["int4"], threads=1)
     run = reference_run(reference, model.model.prompt_builder(), model.encoder_mode, clips=1,
@@ -204,8 +204,8 @@ def test_hqq_method_packs_for_matmul_nbits_and_beats_rtn():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from quant.blockwise import dequantize_blockwise, quantize_blockwise
-    from quant.hqq import hqq_blocks
+    from edge_moss_quant.blockwise import dequantize_blockwise, quantize_blockwise
+    from edge_moss_quant.hqq import hqq_blocks
 
     rng = np.random.default_rng(5)
     w = (rng.standard_normal((64, 256)) * 0.02).astype(np.float32)

@@ -14,9 +14,9 @@ from safetensors import safe_open
 from edge_runtime import model_facts
 from edge_runtime.cli import main as cli_main
 from edge_runtime.model_config import MossAudioConfig
-from export import tokenizer_files
-from export.checkpoint import INDEX_FILE, expected_tensors, open_checkpoint
-from export.fixture import _plan_shards, fixture_config, float32_to_bf16_bits, write_fixture
+from edge_moss_export import tokenizer_files
+from edge_moss_export.checkpoint import INDEX_FILE, expected_tensors, open_checkpoint
+from edge_moss_export.fixture import _plan_shards, fixture_config, float32_to_bf16_bits, write_fixture
 
 torch.set_num_threads(1)
 

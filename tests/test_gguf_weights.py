@@ -8,7 +8,7 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from quant.gguf_weights import GGUFError, GGUFWeights, gguf_name, quantize_q4_k, write_gguf  # noqa: E402
+from edge_moss_quant.gguf_weights import GGUFError, GGUFWeights, gguf_name, quantize_q4_k, write_gguf  # noqa: E402
 
 
 def test_names_follow_the_converter():
@@ -53,7 +53,7 @@ def test_q4_k_encoder_matches_ggml_layout():
 
 
 def test_tiny_checkpoint_round_trip(tiny_checkpoint, tmp_path):
-    from export.checkpoint import open_checkpoint
+    from edge_moss_export.checkpoint import open_checkpoint
 
     ckpt = open_checkpoint(tiny_checkpoint)
     tensors, kinds = {}, {}

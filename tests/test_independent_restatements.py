@@ -16,9 +16,9 @@ import onnxruntime as ort
 import pytest
 
 from edge_runtime.encoder_chunks import chunk_mel, chunked_token_count
-from export.audio_graph import export_audio_graph
-from export.checkpoint import open_checkpoint
-from export.reference import MossAudioReference
+from edge_moss_export.audio_graph import export_audio_graph
+from edge_moss_export.checkpoint import open_checkpoint
+from edge_moss_export.reference import MossAudioReference
 
 
 def stem_tokens(frames: int) -> int:

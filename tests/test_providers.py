@@ -136,8 +136,8 @@ def test_available_devices_and_unknown_device(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_decoders(tiny_checkpoint, tmp_path_factory):
     """Tiny decoder graphs: fp32 and fp16 activations, fp32 and int4 weights."""
-    from export.checkpoint import open_checkpoint
-    from export.decoder_graph import build_decoder
+    from edge_moss_export.checkpoint import open_checkpoint
+    from edge_moss_export.decoder_graph import build_decoder
 
     ckpt = open_checkpoint(tiny_checkpoint)
     out = {}

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from export.checkpoint import open_checkpoint
-from export.decoder_graph import build_decoder
+from edge_moss_export.checkpoint import open_checkpoint
+from edge_moss_export.decoder_graph import build_decoder
 from edge_runtime.decoder import Decoder
-from quant.blockwise import dequantize_blockwise, pack_values, quantize_blockwise, unpack_values
+from edge_moss_quant.blockwise import dequantize_blockwise, pack_values, quantize_blockwise, unpack_values
 
 
 def matmul_nbits_session(q, accuracy_level: int | None) -> ort.InferenceSession:

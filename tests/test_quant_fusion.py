@@ -13,9 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_runtime.decoder import Decoder  # noqa: E402
-from export.checkpoint import open_checkpoint  # noqa: E402
-from export.decoder_graph import build_decoder, decoder_metadata  # noqa: E402
-from export.reference import MossAudioReference  # noqa: E402
+from edge_moss_export.checkpoint import open_checkpoint  # noqa: E402
+from edge_moss_export.decoder_graph import build_decoder, decoder_metadata  # noqa: E402
+from edge_moss_export.reference import MossAudioReference  # noqa: E402
 
 
 def _inputs(cfg, length=40, seed=0):
@@ -81,7 +81,7 @@ def test_fused_fp32_matches_torch_and_unfused(tiny_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("quant", ["int4", "int8"])
 def test_fused_quantized_equals_unfused(tiny_checkpoint, tmp_path, quant):
-    from quant.bundle_weights import BundleWeights
+    from edge_moss_quant.bundle_weights import BundleWeights
 
     ckpt = open_checkpoint(tiny_checkpoint)
     paths = {}

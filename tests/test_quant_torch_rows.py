@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 
 from benchmarks.gguf_reference import TorchRow  # noqa: E402
 from edge_runtime.prompt import Prompt  # noqa: E402
-from export.reference import MossAudioReference  # noqa: E402
-from quant.eval import eval_clip  # noqa: E402
+from edge_moss_export.reference import MossAudioReference  # noqa: E402
+from edge_moss_quant.eval import eval_clip  # noqa: E402
 
 
 def test_float32_math_row_matches_the_reference(tiny_checkpoint, tmp_path):
@@ -37,7 +37,7 @@ def test_float32_math_row_matches_the_reference(tiny_checkpoint, tmp_path):
                                                         stop_ids=())
 
     # a bundle's dequantized int4 weights in the same model: close, but not equal
-    from export.bundle_export import ExportOptions, export_bundle
+    from edge_moss_export.bundle_export import ExportOptions, export_bundle
 
     bundle = export_bundle(tiny_checkpoint, tmp_path / "b", ExportOptions(quant="int4", progress=False))
     quantized = TorchRow(tiny_checkpoint, "chunked", weights=f"bundle:{bundle}")

@@ -11,8 +11,8 @@ import torch
 from edge_runtime.encoder_chunks import chunk_mel, chunked_token_count
 from edge_runtime.errors import AudioError
 from edge_runtime.model_facts import AUDIO_END_ID, AUDIO_START_ID, AUDIO_TOKEN_ID, IM_START_ID, audio_token_count
-from export.checkpoint import open_checkpoint
-from export.reference import MossAudioReference
+from edge_moss_export.checkpoint import open_checkpoint
+from edge_moss_export.reference import MossAudioReference
 
 torch.set_num_threads(1)
 

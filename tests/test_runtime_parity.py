@@ -15,7 +15,7 @@ from edge_runtime.encoder_chunks import chunked_token_count
 from edge_runtime.features import log_mel
 from edge_runtime.model_facts import audio_token_count
 from edge_runtime.prompt import PromptBuilder
-from export.reference import MossAudioReference
+from edge_moss_export.reference import MossAudioReference
 
 torch.set_num_threads(1)
 STEPS = 32

@@ -30,8 +30,8 @@ from edge_runtime.features import log_mel  # noqa: E402
 from edge_runtime.model_facts import AUDIO_TOKEN_ID, audio_token_count  # noqa: E402
 from edge_runtime.prompt import PromptBuilder  # noqa: E402
 from edge_runtime.tokenizer import load_tokenizer  # noqa: E402
-from export.checkpoint import open_checkpoint  # noqa: E402
-from export.reference import MossAudioReference  # noqa: E402
+from edge_moss_export.checkpoint import open_checkpoint  # noqa: E402
+from edge_moss_export.reference import MossAudioReference  # noqa: E402
 
 
 def upstream_model(checkpoint):

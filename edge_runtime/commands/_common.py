@@ -114,7 +114,7 @@ def load_model(args: argparse.Namespace, **kwargs):
             raise BundleError(f"no checkpoint given: with --backend torch pass --model CHECKPOINT_DIR "
                               f"(or set ${MODEL_ENV})")
         try:
-            from quant.bnb_backend import load_torch_model
+            from edge_moss_quant.bnb_backend import load_torch_model
         except ImportError as exc:
             raise MissingExtraError(f"--backend torch needs the build tools ({exc.name} is missing): "
                                     "pip install 'edge-moss[gpu,export]'") from None

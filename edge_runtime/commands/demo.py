@@ -45,8 +45,8 @@ def demo_clip(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.nda
 
 def run(args) -> int:
     require_build_tools("demo")  # it builds a checkpoint and exports it
-    from export.bundle_export import ExportOptions, export_bundle
-    from export.fixture import write_fixture
+    from edge_moss_export.bundle_export import ExportOptions, export_bundle
+    from edge_moss_export.fixture import write_fixture
     import soundfile as sf
 
     from ..api import EdgeMoss

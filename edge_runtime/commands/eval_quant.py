@@ -50,7 +50,7 @@ def run(args) -> int:
     if not (Path(args.reference) / "manifest.json").is_file():  # a checkpoint: the torch reference
         require_build_tools("eval-quant --reference CHECKPOINT", ("torch", "transformers"))
 
-    from quant.eval import BundleModel, evaluate, format_table, open_reference, \
+    from edge_moss_quant.eval import BundleModel, evaluate, format_table, open_reference, \
         record_in_manifest, to_json
 
     bundle = BundleModel(args.bundle, threads=args.threads)

@@ -64,7 +64,7 @@ def add_export_options(p, output_required: bool = True) -> None:
 
 def run(args) -> int:
     require_build_tools("export")
-    from export.bundle_export import ExportOptions, export_bundle
+    from edge_moss_export.bundle_export import ExportOptions, export_bundle
 
     options = ExportOptions(quant=args.quant, encoder_mode=args.encoder_mode,
                             audio_quant=args.audio_quant, block_size=args.block_size,

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise MissingExtraError(
             f"'edge-moss fixture' needs {', '.join(missing)}: pip install 'edge-moss[export]'"
         )
-    from export.fixture import write_fixture  # build side, imported only here
+    from edge_moss_export.fixture import write_fixture  # build side, imported only here
 
     path = write_fixture(out, size=args.size, seed=args.seed)
     total = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
