@@ -198,11 +198,14 @@ def check_manifest(manifest: Any, root: Path | str = "") -> None:
             raise _fail(f"model.{key} must be an object of dimensions")
 
 
-def _dimensions(kind, data: dict, where: str, least: int = 1) -> dict[str, Any]:
-    """Every field of the dataclass `kind`, present and of its type (ints whole and >= least;
-    layer indexes >= 0)."""
+def _dimensions(kind, data: dict, where: str, least: int = 1, skip: tuple[str, ...] = ()
+                ) -> dict[str, Any]:
+    """Every field of the dataclass `kind` but `skip`, present and of its type (ints whole and
+    >= least; layer indexes >= 0)."""
     values = {}
     for f in fields(kind):
+        if f.name in skip:
+            continue
         if f.name not in data:
             raise _fail(f"{where}.{f.name} is missing")
         value, default = data[f.name], f.default
@@ -234,7 +237,7 @@ def config_from_manifest(manifest: dict[str, Any]) -> MossAudioConfig:
     audio = _dimensions(AudioEncoderConfig, model["audio"], "model.audio")
     language = _dimensions(LanguageConfig, model["language"], "model.language")
     top = {k: v for k, v in model.items() if k not in ("audio", "language")}
-    top = _dimensions(_TopLevel, {**_TOP_DEFAULTS, **top}, "model", least=0)
+    top = _dimensions(MossAudioConfig, {**_TOP_DEFAULTS, **top}, "model", least=0, skip=_NESTED)
     try:
         config = MossAudioConfig(audio=AudioEncoderConfig(**audio),
                                  language=LanguageConfig(**language), **top)
@@ -244,20 +247,10 @@ def config_from_manifest(manifest: dict[str, Any]) -> MossAudioConfig:
     return config
 
 
-@dataclass(frozen=True)
-class _TopLevel:
-    """The scalar fields of MossAudioConfig, for _dimensions (same names and types)."""
-
-    adapter_hidden_size: int = 8192
-    deepstack_num_inject_layers: int = 3
-    vocab_size: int = 151936
-    bos_token_id: int = 151643
-    eos_token_id: int = 151645
-    tie_word_embeddings: bool = False
-
-
-# Older bundles may lack these scalar fields: the release values hold for them.
-_TOP_DEFAULTS = {f.name: f.default for f in fields(_TopLevel)}
+# MossAudioConfig's fields that are not scalars of the manifest's "model" object.
+_NESTED = ("audio", "language", "raw")
+# Older bundles may lack the scalar fields: the release values (the config's defaults) hold.
+_TOP_DEFAULTS = {f.name: f.default for f in fields(MossAudioConfig) if f.name not in _NESTED}
 
 
 def _stamp_path(root: Path) -> Path:

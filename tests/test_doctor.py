@@ -100,9 +100,13 @@ def test_bundle_estimate_and_cli(tiny_checkpoint, bundle_factory, capsys):
     assert doctor.bundle_estimate(bundle)["max_context"] == 4096  # the bundle's default
 
     # Independent of the formula: the bytes the runtime's decoder really allocates for its cache.
-    from edge_runtime.decoder import Decoder
+    from edge_runtime.decoder import CACHE_STEP, Decoder
 
+    # A host cache starts at CACHE_STEP positions and grows with the context used; the estimate
+    # is its size at the bound, which is what a full context allocates.
     decoder = Decoder(bundle / "decoder.onnx", max_context=1000)
+    assert sum(buf.nbytes for buf in decoder._cache) == per_token * min(1000, CACHE_STEP)
+    decoder._grow_for(1000)
     assert sum(buf.nbytes for buf in decoder._cache) == per_token * 1000
     del decoder
 

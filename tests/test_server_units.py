@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from edge_runtime.server.runner import is_loopback
+from edge_runtime.loopback import is_loopback
 from edge_runtime.server.streaming import ChatText, TranscriptJoiner
 from edge_runtime.timestamps import split_thinking
 from edge_runtime.tokenizer import load_tokenizer

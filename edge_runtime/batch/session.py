@@ -13,13 +13,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import sys
 from typing import Any
 
 from ..errors import EdgeMossError, MissingExtraError
+from ..loopback import is_loopback
 
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -30,13 +30,7 @@ def is_loopback_address(address: str) -> bool:
     """True for 'local' and for HOST:PORT / ray://HOST:PORT addresses whose host is loopback."""
     if address == LOCAL:
         return True
-    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(address.split("://", 1)[-1].rsplit(":", 1)[0])
 
 
 def prepare_environment(address: str) -> None:

@@ -69,7 +69,8 @@ def run(args) -> int:
     if args.max_queue < 0 or args.max_live < 0 or args.max_upload_mb <= 0:
         raise EdgeMossError("--max-queue and --max-live must be >= 0, --max-upload-mb > 0")
     api_key = args.api_key or os.environ.get(KEY_ENV) or None
-    from ..server.runner import Server, is_loopback
+    from ..loopback import is_loopback
+    from ..server.runner import Server
 
     if not is_loopback(args.host):
         if api_key is None:

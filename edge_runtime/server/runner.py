@@ -7,7 +7,6 @@ model work starts, and so that port 0 (tests) gives a known free port.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import threading
 import time
@@ -19,14 +18,6 @@ from .app import build_app
 from .engine import Engine
 from .wyoming_service import start_wyoming
 
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int) -> socket.socket:
