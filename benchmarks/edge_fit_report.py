@@ -41,6 +41,20 @@ def _rate(row: dict[str, Any] | None, tokens_key: str = "prompt_tokens") -> floa
     return n / p if p and n else None
 
 
+def _load_note(machine: dict[str, Any]) -> str:
+    """What the load average at the start says about the run (more than half the CPUs busy with
+    other work: the figures are pessimistic)."""
+    load, cpus = machine.get("load_average_at_start"), machine.get("logical_cpus")
+    if not load or not cpus:
+        return "Load before the run unknown: compare the ratios, measured in the same run."
+    if load[0] > 0.5 * cpus:
+        return ("**The machine was busy with other jobs when the run started**: figures are "
+                "medians of repeats, pessimistic and noisy; compare the ratios, measured in the "
+                "same run.")
+    return ("The machine was otherwise idle when the run started; figures are medians of "
+            "repeats; compare the ratios, measured in the same run.")
+
+
 def write_report(data: dict[str, Any], path: Path) -> None:
     m = data.get("machine", {})
     lines = ["# Benchmark results: edge fit at 4B shape (issue 13)", "",
@@ -49,9 +63,7 @@ def write_report(data: dict[str, Any], path: Path) -> None:
              f"- Machine: {m.get('cpu', '?')} VM ({', '.join(m.get('cpu_flags', []))}), "
              f"{m.get('logical_cpus', '?')} vCPUs, {m.get('memory_gb', '?')} GB RAM, onnxruntime "
              f"{m.get('onnxruntime', '?')}, {m.get('date', '')}, load average at start "
-             f"{m.get('load_average_at_start')}. **Shared with other jobs during "
-             "this run** (other sessions' benchmarks and test suites): figures are medians of repeats "
-             "and still noisy; compare the ratios, measured in the same run.",
+             f"{m.get('load_average_at_start')}. {_load_note(m)}",
              f"- Bundle: `{data.get('bundle')}` ({sum(data.get('bundle_bytes', {}).values()) / 1e9:.2f} GB); "
              f"checkpoint `{data.get('checkpoint')}`; 30 s synthetic speech clip (espeak-ng), prompt "
              f"\"Transcribe the audio.\", {data.get('new_tokens')} generated tokens (ignore EOS).",
