@@ -17,6 +17,8 @@ import numpy as np
 
 from edge_moss_quant.blockwise import quantize_blockwise
 
+from .machine import probe_session
+
 FORMATS = (  # (label, bits, block, symmetric)
     ("int4 b32 asym", 4, 32, False), ("int4 b32 sym", 4, 32, True),
     ("int4 b64 asym", 4, 64, False), ("int4 b64 sym", 4, 64, True),
@@ -26,7 +28,6 @@ FORMATS = (  # (label, bits, block, symmetric)
 
 
 def _layer_graph(widths, bits: int, block: int, symmetric: bool, fused: bool, seed: int = 0):
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     hidden, inter, q_out, kv_out = widths
@@ -55,12 +56,7 @@ def _layer_graph(widths, bits: int, block: int, symmetric: bool, fused: bool, se
                                                helper.make_tensor_value_info("a", f32, ["M", q_out]),
                                                helper.make_tensor_value_info("h", f32, ["M", inter])],
                               outs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
-                                                    helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 10
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return probe_session(graph, 1, opsets=(("", 21), ("com.microsoft", 1)), ir_version=10)
 
 
 def _feeds(widths, rows: int):

@@ -154,13 +154,15 @@ def _timed(step, passes: int) -> list[float]:
     return times
 
 
-def _single_op_session(graph, threads: int):
-    """An ONNX Runtime CPU session of a one-node probe graph, at `threads` intra-op threads."""
+def probe_session(graph, threads: int, opsets: tuple[tuple[str, int], ...] = (("", 17),),
+                  ir_version: int = 9):
+    """An ONNX Runtime CPU session of a small probe graph (one op, or one layer's matmuls), at
+    `threads` intra-op threads."""
     import onnxruntime as ort
     from onnx import helper
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+    model.ir_version = ir_version
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
@@ -176,7 +178,7 @@ def ort_read_bandwidth(threads: int, gib: float = 1.0, passes: int = 5) -> dict[
     graph = helper.make_graph([helper.make_node("ReduceMax", ["x"], ["y"], keepdims=0)], "read",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
-    sess = _single_op_session(graph, threads)
+    sess = probe_session(graph, threads)
     x = np.ones(n, dtype=np.float32)
     sess.run(None, {"x": x})
     times = _timed(lambda: sess.run(None, {"x": x}), passes)
@@ -219,7 +221,7 @@ def ort_matmul_gflops(threads: int, m: int = 512, k: int = 2560, n: int = 9728,
         [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [w])
-    sess = _single_op_session(graph, threads)
+    sess = probe_session(graph, threads)
     x = rng.standard_normal((m, k), dtype=np.float32)
     sess.run(None, {"x": x})
     times = _timed(lambda: sess.run(None, {"x": x}), passes)
