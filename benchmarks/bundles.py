@@ -9,6 +9,7 @@ bundle, so a reused bundle still reports how long and how much memory its export
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -17,6 +18,17 @@ from typing import Any
 from .subproc import run_tracked
 
 AUDIO_INT8_DIR = "audio-int8"
+
+
+def link_bundle_except(base: Path, out: Path, graph: str) -> None:
+    """Hard-link every file of bundle `base` into `out` but graph `graph` (and its .data file) and
+    the manifest: the start of a variant bundle that differs in that one graph."""
+    for src in base.rglob("*"):
+        rel = src.relative_to(base)
+        if src.is_dir() or rel.name.startswith(graph) or rel.name == "manifest.json":
+            continue
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.link(src, out / rel)
 
 
 def ensure_checkpoint(size: str, cache: Path, checkpoint: str | None = None) -> Path:

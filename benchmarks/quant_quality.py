@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bundles import bundle_sizes
+from benchmarks.bundles import bundle_sizes, link_bundle_except
 from benchmarks.memory import peak_mb, reset_peak
 from edge_runtime.bundle import AUDIO_GRAPH, describe_files, read_manifest, write_manifest
 
@@ -49,12 +49,7 @@ def swap_audio(base: Path, graph: Path, out: Path, label: str | None = None) -> 
     """A copy of bundle `base` (hard links) whose audio graph is `graph` (+ its .data file)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    for src in base.rglob("*"):
-        rel = src.relative_to(base)
-        if src.is_dir() or rel.name.startswith(AUDIO_GRAPH) or rel.name == "manifest.json":
-            continue
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.link(src, out / rel)
+    link_bundle_except(base, out, AUDIO_GRAPH)
     os.link(graph, out / AUDIO_GRAPH)
     data = graph.with_name(graph.name + ".data")
     if data.is_file():

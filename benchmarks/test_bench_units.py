@@ -132,3 +132,17 @@ def test_qwen3_checkpoint_is_the_backbone(tmp_path):
     assert model.config.num_hidden_layers == cfg["num_hidden_layers"]
     assert bool((model.model.layers[3].mlp.up_proj.weight.to(ref.dtype) == ref).all())
     del src
+
+
+def test_link_bundle_except_leaves_out_one_graph_and_the_manifest(tmp_path):
+    from benchmarks.bundles import link_bundle_except
+
+    base, out = tmp_path / "base", tmp_path / "out"
+    for rel in ("audio.onnx", "audio.onnx.data", "decoder.onnx", "manifest.json", "tokenizer/vocab.json"):
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base / rel).write_text(rel)
+    out.mkdir()
+    link_bundle_except(base, out, "audio.onnx")
+    got = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert got == ["decoder.onnx", "tokenizer/vocab.json"]
+    assert (out / "decoder.onnx").stat().st_ino == (base / "decoder.onnx").stat().st_ino  # linked, not copied

@@ -18,6 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from benchmarks.bundles import link_bundle_except
 from edge_runtime.bundle import DECODER_GRAPH, describe_files, read_manifest, write_manifest
 
 
@@ -30,12 +31,7 @@ def build_variant(checkpoint: Path, base: Path, out: Path, **decoder_options) ->
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        for src in base.rglob("*"):
-            rel = src.relative_to(base)
-            if src.is_dir() or rel.name.startswith(DECODER_GRAPH) or rel.name == "manifest.json":
-                continue
-            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.link(src, staging / rel)
+        link_bundle_except(base, staging, DECODER_GRAPH)
         ckpt = open_checkpoint(checkpoint)
         info = build_decoder(ckpt.numpy, ckpt.config, staging / DECODER_GRAPH, quant="int4",
                              max_context=int(manifest.get("max_context", 4096)),
