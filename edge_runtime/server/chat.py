@@ -12,11 +12,11 @@ import uuid
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from .audio_input import decode_audio
-from .openai_schema import ApiError, bad, parse_chat
-from .streaming import sse
+from .openai_schema import bad, parse_chat
+from .streaming import sse, sse_response
 
 
 def _finish_reason(stopped_by: str) -> str:
@@ -67,27 +67,21 @@ def _stream(engine, samples, req, head) -> Response:
                     "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                  "finish_reason": finish}], **extra})
 
-    async def body():
-        try:
-            yield chunk({"role": "assistant", "content": ""})
-            async for item in events:
-                if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-                    reasoning, content = item
-                    if reasoning:
-                        yield chunk({"reasoning_content": reasoning})
-                    if content:
-                        yield chunk({"content": content})
-                    continue
-                result, _ = item
-                yield chunk({}, _finish_reason(result.stopped_by), edge_moss=_extra(result))
-                if req.include_usage:
-                    yield sse({**head, "object": "chat.completion.chunk", "choices": [],
-                               "usage": _usage(result)})
-            yield sse("[DONE]")
-        except ApiError as exc:
-            yield sse(exc.body())
-        finally:
-            await events.aclose()
+    async def lines():
+        yield chunk({"role": "assistant", "content": ""})
+        async for item in events:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                reasoning, content = item
+                if reasoning:
+                    yield chunk({"reasoning_content": reasoning})
+                if content:
+                    yield chunk({"content": content})
+                continue
+            result, _ = item
+            yield chunk({}, _finish_reason(result.stopped_by), edge_moss=_extra(result))
+            if req.include_usage:
+                yield sse({**head, "object": "chat.completion.chunk", "choices": [],
+                           "usage": _usage(result)})
+        yield sse("[DONE]")
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+    return sse_response(events, lines())

@@ -9,13 +9,35 @@ from __future__ import annotations
 
 import json
 
+from starlette.responses import StreamingResponse
+
 from ..tokenizer import IncrementalDetokenizer
+from .openai_schema import ApiError
 
 
 def sse(data: dict | str) -> bytes:
     """One server-sent event: `data: <json>` and a blank line."""
     text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
     return f"data: {text}\n\n".encode("utf-8")
+
+
+def sse_response(events, lines) -> StreamingResponse:
+    """The event-stream response of `lines` (sse() bytes made from the engine's `events`): an
+    ApiError raised while streaming becomes one error event, and the job's stream is closed (its
+    work cancelled if the client went away) however the response ends."""
+
+    async def body():
+        try:
+            async for line in lines:
+                yield line
+        except ApiError as exc:
+            yield sse(exc.body())
+        finally:
+            await lines.aclose()
+            await events.aclose()
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
 
 
 class TranscriptJoiner:

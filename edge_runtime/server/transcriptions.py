@@ -10,12 +10,12 @@ from __future__ import annotations
 import anyio
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from ..subtitles import render
 from .audio_input import decode_audio
-from .openai_schema import ApiError, bad, parse_transcription_form
-from .streaming import sse
+from .openai_schema import bad, parse_transcription_form
+from .streaming import sse, sse_response
 
 MEDIA = {"text": "text/plain; charset=utf-8", "srt": "application/x-subrip; charset=utf-8",
          "vtt": "text/vtt; charset=utf-8"}
@@ -67,22 +67,16 @@ async def transcriptions(request: Request) -> Response:
 def _stream(request: Request, engine, samples, req) -> Response:
     events = engine.stream(lambda job, emit: engine.transcribe(samples, req, emit, job))
 
-    async def body():
-        try:
-            async for item in events:
-                if isinstance(item, str):
-                    yield sse({"type": "transcript.text.delta", "delta": item})
-                    continue
-                segments, info = item
-                yield sse({"type": "transcript.text.done", "text": joined_text(segments),
-                           "usage": {"type": "tokens", "input_tokens": info.audio_tokens,
-                                     "output_tokens": info.generated_tokens,
-                                     "total_tokens": info.audio_tokens + info.generated_tokens,
-                                     "input_token_details": {"audio_tokens": info.audio_tokens}}})
-        except ApiError as exc:
-            yield sse(exc.body())
-        finally:
-            await events.aclose()
+    async def lines():
+        async for item in events:
+            if isinstance(item, str):
+                yield sse({"type": "transcript.text.delta", "delta": item})
+                continue
+            segments, info = item
+            yield sse({"type": "transcript.text.done", "text": joined_text(segments),
+                       "usage": {"type": "tokens", "input_tokens": info.audio_tokens,
+                                 "output_tokens": info.generated_tokens,
+                                 "total_tokens": info.audio_tokens + info.generated_tokens,
+                                 "input_token_details": {"audio_tokens": info.audio_tokens}}})
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+    return sse_response(events, lines())
