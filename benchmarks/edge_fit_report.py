@@ -70,6 +70,7 @@ def write_report(data: dict[str, Any], path: Path) -> None:
              "- Every row is a whole command under `/usr/bin/time -v`; peak RSS is its maximum "
              "resident set. Details and what was tried: [NOTES.md](NOTES.md).", ""]
     lines += _speed_table(data)
+    lines += _rows_table(data)
     lines += _memory_table(data)
     lines += _live_table(data)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -152,6 +153,26 @@ def _speed_table(data: dict[str, Any]) -> list[str]:
         r = ask["compact"]
         out += ["", f"`--compact` bundle, default threads, one run: peak RSS {_fmt(_med(r, 'peak_rss_gib'), ' GiB')} "
                     f"(target ≤ 3.2 GiB), after load {_fmt(_med(r, 'after_load_s'), ' s')}."]
+    return out + [""]
+
+
+def _rows_table(data: dict[str, Any]) -> list[str]:
+    """Other bundles (--row-bundle: the 8B shape, other recipes), `ask` at default threads."""
+    rows = {k: v for k, v in (data.get("rows") or {}).items() if isinstance(v, dict) and k != "section_s"}
+    if not rows:
+        return []
+    out = ["## Other bundles (same clip and prompt, default threads)", "",
+           "| bundle | GB on disk | load s | audio path s | prefill s | prefill tok/s | decode tok/s | "
+           "after load s | whole command s | peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, r in rows.items():
+        if "median" not in r:
+            out.append(f"| {label} | failed: {str(r.get('error', '?'))[:120]} |" + " |" * 8)
+            continue
+        rate = _rate(r)
+        out.append(f"| {label} | {r.get('bundle_bytes', 0) / 1e9:.2f} | {_fmt(_med(r, 'load_s'))} | "
+                   f"{_fmt(_med(r, 'encode_s'))} | {_fmt(_med(r, 'prefill_s'))} | {_fmt(rate, digits=1)} | "
+                   f"{_fmt(_med(r, 'decode_tok_s'))} | {_fmt(_med(r, 'after_load_s'))} | "
+                   f"{_fmt(_med(r, 'command_s'))} | {_fmt(_med(r, 'peak_rss_gib'))} |")
     return out + [""]
 
 

@@ -32,3 +32,16 @@ def test_report_without_a_peer_says_so(tmp_path):
     text = (tmp_path / "R.md").read_text()
     assert "CrispASR row: no CrispASR build given." in text
     assert "edge-moss best (`--threads 2`)" in text
+
+
+def test_other_bundle_rows_are_reported(tmp_path):
+    row = _row([60.0])
+    row["bundle_bytes"] = 6.2e9
+    data = {"machine": {"cpu": "X"}, "new_tokens": 100, "bundle_bytes": {"a": 1},
+            "ask": {"default_threads": 2, "default": _row([25.0]), "threads_2": _row([25.0])},
+            "crispasr": {"skipped": "none"}, "rows": {"8B int4": row, "8B int8": {"error": "x"}}}
+    write_report(data, tmp_path / "R.md")
+    text = (tmp_path / "R.md").read_text()
+    line = [ln for ln in text.splitlines() if ln.startswith("| 8B int4 |")]
+    assert line and "| 6.20 |" in line[0] and "42.8" in line[0]  # 428 tokens / 10 s prefill
+    assert "| 8B int8 | failed: x |" in text  # a failed row says so, with no figures
