@@ -4,10 +4,10 @@
   core's memory port and add nothing to a bandwidth-bound decode). On the 2-vCPU build VM, two
   threads decode and prefill about 2x faster than one (benchmarks/RESULTS.md, thread sweep);
 - inter-op 1 (the graphs are sequential), spin-waiting off (no 100 % CPU between tokens);
-- graph optimizations up to ORT's "extended" level: the graphs are exported already fused
-  (MatMulNBits, GroupQueryAttention, SkipSimplifiedLayerNormalization), and the last level
-  (layout transformations) changes nothing in them at run time but took ~5 s of a 4B decoder's
-  7.5 s session creation on the build VM (benchmarks/NOTES.md);
+- graph optimizations up to ORT's "extended" level by default: the decoder is exported already
+  fused (MatMulNBits, GroupQueryAttention), and its optimized graph is node for node the same at
+  the last level (layout transformations), which only lengthens its session creation; the audio
+  graph asks for "all" (its convolutions get the NCHWc layout there);
 - telemetry off; nothing here touches the network.
 """
 
@@ -104,7 +104,8 @@ def session_options(threads: int | None = None, cpu_arena: bool = True, mem_patt
 
 def make_session(path: str | Path, device: str = "cpu", threads: int | None = None,
                  disabled_optimizers: list[str] | None = None, cpu_arena: bool = True,
-                 mem_pattern: bool = True, **opts: Any) -> ort.InferenceSession:
+                 mem_pattern: bool = True, optimization: str = DEFAULT_OPTIMIZATION,
+                 **opts: Any) -> ort.InferenceSession:
     """An InferenceSession for the graph at `path` on `device` (CPU fallback with a message).
 
     `opts` are ONNX Runtime session config entries (e.g. {"session.x": "1"}); pass them as a
@@ -115,7 +116,8 @@ def make_session(path: str | Path, device: str = "cpu", threads: int | None = No
     if not path.is_file():
         raise DeviceError(f"model graph {path} does not exist")
     check_device(device)
-    so = session_options(threads, cpu_arena=cpu_arena, mem_pattern=mem_pattern, **opts)
+    so = session_options(threads, cpu_arena=cpu_arena, mem_pattern=mem_pattern,
+                         optimization=optimization, **opts)
     kwargs: dict[str, Any] = {}
     if disabled_optimizers:
         kwargs["disabled_optimizers"] = list(disabled_optimizers)
