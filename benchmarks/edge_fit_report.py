@@ -177,14 +177,14 @@ def _rows_table(data: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     out = ["## Other bundles (same clip and prompt, default threads)", "",
-           "| bundle | GB on disk | load s | audio path s | prefill s | prefill tok/s | decode tok/s | "
-           "after load s | whole command s | peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| bundle | runs | GB on disk | load s | audio path s | prefill s | prefill tok/s | decode tok/s | "
+           "after load s | whole command s | peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in rows.items():
         if "median" not in r:
-            out.append(f"| {label} | failed: {str(r.get('error', '?'))[:120]} |" + " |" * 8)
+            out.append(f"| {label} | failed: {str(r.get('error', '?'))[:120]} |" + " |" * 9)
             continue
         rate = _rate(r)
-        out.append(f"| {label} | {r.get('bundle_bytes', 0) / 1e9:.2f} | {_fmt(_med(r, 'load_s'))} | "
+        out.append(f"| {label} | {r['median'].get('n')} | {r.get('bundle_bytes', 0) / 1e9:.2f} | {_fmt(_med(r, 'load_s'))} | "
                    f"{_fmt(_med(r, 'encode_s'))} | {_fmt(_med(r, 'prefill_s'))} | {_fmt(rate, digits=1)} | "
                    f"{_fmt(_med(r, 'decode_tok_s'))} | {_fmt(_med(r, 'after_load_s'))} | "
                    f"{_fmt(_med(r, 'command_s'))} | {_fmt(_med(r, 'peak_rss_gib'))} |")

@@ -131,7 +131,8 @@ def run_sections(args, sections: list[str], work: Path, out: Path, command: str)
                 if not path:
                     raise ValueError(f"--row-bundle takes LABEL=PATH, not {spec!r}")
                 log(f"edge-moss ask, {label} ({path}), default threads")
-                row = ef.repeat(lambda p=Path(path): ef.edge_ask(p, clip, None, new), reps, log)
+                runs = getattr(args, "row_repeats", None) or reps
+                row = ef.repeat(lambda p=Path(path): ef.edge_ask(p, clip, None, new), runs, log)
                 row["bundle"] = path
                 row["bundle_bytes"] = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
                 rows[label] = row

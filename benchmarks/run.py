@@ -47,7 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     fit.add_argument("--compact-bundle", default=None, help="also run `ask` once on this --compact bundle")
     fit.add_argument("--row-bundle", action="append", default=[], metavar="LABEL=PATH",
                      help="with section 'rows': one more row (e.g. '8B int4=path/to/bundle'): `ask` "
-                          "at default threads, --repeats times; repeatable")
+                          "at default threads, --row-repeats times; repeatable")
+    fit.add_argument("--row-repeats", type=int, default=None,
+                     help="runs per --row-bundle (default: --repeats)")
     fit.add_argument("--crispasr-driver", default=None, help="CrispASR mossdrv binary (peer row)")
     fit.add_argument("--crispasr-gguf", default=None, help="CrispASR GGUF of the same checkpoint")
     fit.add_argument("--new-tokens", type=int, default=100, help="tokens generated per request")
