@@ -16,7 +16,7 @@ from . import edge_fit as ef
 from .machine import describe_machine, logical_cpus, read_bandwidth, read_bandwidth_processes
 from .subproc import run_worker
 
-SECTIONS = ("ask", "crispasr", "live", "memory", "roofline")
+SECTIONS = ("ask", "crispasr", "live", "memory", "roofline", "rows")
 
 
 def thread_counts() -> list[int]:
@@ -123,6 +123,20 @@ def run_sections(args, sections: list[str], work: Path, out: Path, command: str)
             return {"merged_into": "crispasr"}
         if rest:
             section("crispasr_threads", crisp_others)
+    if "rows" in sections and getattr(args, "row_bundle", None):
+        def other_bundles() -> dict[str, Any]:
+            rows: dict[str, Any] = {}
+            for spec in args.row_bundle:
+                label, _, path = spec.partition("=")
+                if not path:
+                    raise ValueError(f"--row-bundle takes LABEL=PATH, not {spec!r}")
+                log(f"edge-moss ask, {label} ({path}), default threads")
+                row = ef.repeat(lambda p=Path(path): ef.edge_ask(p, clip, None, new), reps, log)
+                row["bundle"] = path
+                row["bundle_bytes"] = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+                rows[label] = row
+            return rows
+        section("rows", other_bundles)
     if "memory" in sections:
         section("memory", lambda: run_worker("memory", {"bundle": str(bundle), "new_tokens": new}))
     if "roofline" in sections:

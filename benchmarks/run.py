@@ -41,10 +41,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --resume, also rerun the sections that failed (default: keep their error)")
     fit = p.add_argument_group("edge fit (issue 13): bounded runs of chosen sections")
     fit.add_argument("--sections", default=None,
-                     help="comma-separated: ask,crispasr,live,memory,roofline (or 'edge-fit' for all); "
+                     help="comma-separated: ask,crispasr,live,memory,roofline,rows (or 'edge-fit' for all); "
                           "runs only these, against --bundle, and writes RESULTS.md from them")
     fit.add_argument("--bundle", default=None, help="an existing bundle to measure (--sections)")
     fit.add_argument("--compact-bundle", default=None, help="also run `ask` once on this --compact bundle")
+    fit.add_argument("--row-bundle", action="append", default=[], metavar="LABEL=PATH",
+                     help="with section 'rows': one more row (e.g. '8B int4=path/to/bundle'): `ask` "
+                          "at default threads, --repeats times; repeatable")
     fit.add_argument("--crispasr-driver", default=None, help="CrispASR mossdrv binary (peer row)")
     fit.add_argument("--crispasr-gguf", default=None, help="CrispASR GGUF of the same checkpoint")
     fit.add_argument("--new-tokens", type=int, default=100, help="tokens generated per request")

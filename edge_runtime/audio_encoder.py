@@ -41,7 +41,9 @@ class AudioEncoder:
         self.mode = mode
         # No CPU arena: a 30 s clip's activations (~0.5 GB at 4B) are freed after each run
         # instead of staying reserved beside the decoder (measured: benchmarks/NOTES.md).
-        self.session = make_session(model_path, device=device, threads=threads, cpu_arena=False)
+        # "all": the front-end convolutions run in ORT's NCHWc layout at that level.
+        self.session = make_session(model_path, device=device, threads=threads, cpu_arena=False,
+                                    optimization="all")
 
     def encode(self, mel: np.ndarray) -> AudioFeatures:
         """Encode a whole clip's log-mel [128, T] the way the bundle's encoder mode says."""

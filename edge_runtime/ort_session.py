@@ -4,7 +4,11 @@
   core's memory port and add nothing to a bandwidth-bound decode). On the 2-vCPU build VM, two
   threads decode and prefill about 2x faster than one (benchmarks/RESULTS.md, thread sweep);
 - inter-op 1 (the graphs are sequential), spin-waiting off (no 100 % CPU between tokens);
-- full graph optimizations; telemetry off; nothing here touches the network.
+- graph optimizations up to ORT's "extended" level by default: the decoder is exported already
+  fused (MatMulNBits, GroupQueryAttention), and its optimized graph is node for node the same at
+  the last level (layout transformations), which only lengthens its session creation; the audio
+  graph asks for "all" (its convolutions get the NCHWc layout there);
+- telemetry off; nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -71,8 +75,17 @@ def providers_for(device: str) -> list[str]:
     return [name for name, _ in provider_chain(device)]
 
 
+OPTIMIZATION_LEVELS = {
+    "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+DEFAULT_OPTIMIZATION = "extended"
+
+
 def session_options(threads: int | None = None, cpu_arena: bool = True, mem_pattern: bool = True,
-                    **opts: Any) -> ort.SessionOptions:
+                    optimization: str = DEFAULT_OPTIMIZATION, **opts: Any) -> ort.SessionOptions:
     """SessionOptions with edge-moss defaults; `opts` are extra session config entries."""
     so = ort.SessionOptions()
     so.enable_cpu_mem_arena = bool(cpu_arena)
@@ -80,7 +93,7 @@ def session_options(threads: int | None = None, cpu_arena: bool = True, mem_patt
     so.intra_op_num_threads = int(threads or default_threads())
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
     so.log_severity_level = 3  # errors only: no per-node warnings on stderr
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -91,7 +104,8 @@ def session_options(threads: int | None = None, cpu_arena: bool = True, mem_patt
 
 def make_session(path: str | Path, device: str = "cpu", threads: int | None = None,
                  disabled_optimizers: list[str] | None = None, cpu_arena: bool = True,
-                 mem_pattern: bool = True, **opts: Any) -> ort.InferenceSession:
+                 mem_pattern: bool = True, optimization: str = DEFAULT_OPTIMIZATION,
+                 **opts: Any) -> ort.InferenceSession:
     """An InferenceSession for the graph at `path` on `device` (CPU fallback with a message).
 
     `opts` are ONNX Runtime session config entries (e.g. {"session.x": "1"}); pass them as a
@@ -102,7 +116,8 @@ def make_session(path: str | Path, device: str = "cpu", threads: int | None = No
     if not path.is_file():
         raise DeviceError(f"model graph {path} does not exist")
     check_device(device)
-    so = session_options(threads, cpu_arena=cpu_arena, mem_pattern=mem_pattern, **opts)
+    so = session_options(threads, cpu_arena=cpu_arena, mem_pattern=mem_pattern,
+                         optimization=optimization, **opts)
     kwargs: dict[str, Any] = {}
     if disabled_optimizers:
         kwargs["disabled_optimizers"] = list(disabled_optimizers)

@@ -71,10 +71,10 @@ class ExportOptions:
         return replace(self, **{k: (v if given[k] is None else given[k]) for k, v in COMPACT.items()})
 
 
-# --compact: every large matrix at 4 bits, so that a 4B bundle fits in 3.2 GB (measured 3.1 GB):
-# the audio graph at int4 (0.54 GB instead of 1.62 in fp16), the embedding table at int4 (0.22
-# instead of 0.39), and the backbone in blocks of 128 (1.94 GB instead of 2.33 at 32). lm_head
-# stays at 8 bits. Its quality cost is measured in benchmarks/NOTES.md.
+# --compact: every large matrix at 4 bits, so that a 4B bundle fits in 3.2 GB: on top of the
+# default int4 recipe (blocks of 128, int4 lm_head), the audio graph at int4 (0.54 GB instead of
+# 0.86 at int8) and the embedding table at int4 (0.22 instead of 0.39). Its quality cost is
+# measured in benchmarks/QUANT_QUALITY.md.
 COMPACT = {"audio_quant": "int4", "embeddings": "int4", "block_size": 128}
 
 

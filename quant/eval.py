@@ -148,7 +148,7 @@ class BundleModel:
 
 
 def describe_decoder(info: dict[str, Any]) -> str:
-    """'int4 (lsq, asymmetric, blocks of 32, fused, lm_head int8, accuracy level 4)' from a
+    """'int4 (lsq, asymmetric, blocks of 128, fused, lm_head int4, accuracy level 4)' from a
     manifest's decoder entry; just the kind for float decoders."""
     kind = str(info.get("quant"))
     if not kind.startswith("int"):
