@@ -12,8 +12,39 @@ from .errors import EdgeMossError
 from .model_config import ConfigError
 
 
+class CommandLineParser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr, exit 2: the command, what is wrong, where help is.
+
+    argparse's default prints the whole usage block first; subparsers inherit this class (they
+    are made with the parent's type), so every command gets the same line. --help is unchanged.
+    """
+
+    _commands: argparse._SubParsersAction | None = None
+
+    def add_subparsers(self, **kwargs):
+        self._commands = super().add_subparsers(**kwargs)
+        return self._commands
+
+    def parse_args(self, args=None, namespace=None):
+        # The top parser collects a command's unknown options; report them as that command's.
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            owner = self
+            if self._commands is not None:
+                owner = self._commands.choices.get(getattr(namespace, self._commands.dest, None),
+                                                   self)
+            owner.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]
+        where = f"{command}: " if command else ""
+        text = " ".join(message.split())
+        self.exit(2, f"edge-moss: error: {where}{text} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="edge-moss",
         description="Offline MOSS-Audio: transcribe and question audio on this device.",
     )

@@ -12,12 +12,20 @@ def export_cache(tmp_path_factory):
     Every bundle of a fixture (fp32, int8, int4, both encoder modes, CLI subprocesses too) starts
     from the same torch.onnx graph, which costs ~20-40 s to export on 2 vCPUs; the cache is keyed
     by the tensors' bytes, so each graph is still exported, and checked, once per session.
+    A developer rerunning single files may set EDGE_MOSS_EXPORT_CACHE=DIR to keep the graphs
+    between sessions (same content key); unset, as in CI and the README's command, every session
+    exports its own.
     """
     import os
 
     name = "EDGE_MOSS_EXPORT_CACHE"  # export.audio_graph._GraphCache.ENV (no torch import here)
-    folder = tmp_path_factory.mktemp("export-cache")
     saved = os.environ.get(name)
+    if saved:
+        from pathlib import Path
+
+        yield Path(saved)
+        return
+    folder = tmp_path_factory.mktemp("export-cache")
     os.environ[name] = str(folder)
     yield folder
     if saved is None:

@@ -66,6 +66,8 @@ def importorskip(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError:
         _skip_or_fail(f"needs the Python package {module}: pip install '.[{extra}]'")
+    except OSError as exc:  # installed, but its system library is missing (sounddevice: PortAudio)
+        _skip_or_fail(f"the Python package {module} cannot load its system library ({exc})")
 
 
 PULSE_RIG = ("pulseaudio", "pulseaudio-utils", "libasound2-plugins", "libportaudio2")

@@ -93,8 +93,8 @@ def reference(speech_wav) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pulse():
+    system_deps.require(*system_deps.PULSE_RIG)  # first: sounddevice cannot load without PortAudio
     system_deps.importorskip("sounddevice", "live")
-    system_deps.require(*system_deps.PULSE_RIG)
     with PulseRig() as rig, pulse_environment(rig):
         yield rig
 
@@ -162,8 +162,8 @@ def test_lost_device_raises_and_keeps_captured_audio(pulse, speech_wav, referenc
 
 def test_no_device_environment_gives_clear_cli_error(tmp_path):
     """With no audio server and no sound card (CI machines), PortAudio sees no input device."""
+    system_deps.require("libportaudio2")  # first: sounddevice cannot load without it
     system_deps.importorskip("sounddevice", "live")
-    system_deps.require("libportaudio2")
     (tmp_path / "client.conf").write_text("autospawn = no\n")
     env = dict(os.environ)
     env.update({

@@ -22,7 +22,7 @@ import torch
 from edge_runtime.bundle import read_manifest, verify_bundle
 from edge_runtime.cli import main
 from edge_moss_quant.eval import (BundleModel, compare_logits, evaluate, first_divergence, open_reference,
-                        record_in_manifest)
+                        record_in_manifest, reference_run, score)
 
 torch.set_num_threads(1)
 CLIPS = 2  # 2.5 s (under one encoder chunk) and 10 s, x 3 questions
@@ -37,6 +37,25 @@ def bundles(tiny_checkpoint, bundle_factory):
 @pytest.fixture(scope="module")
 def reference(tiny_checkpoint):
     return open_reference(tiny_checkpoint, "chunked")
+
+
+def _run_of(reference_model, bundles):
+    """reference_run() on CLIPS clips with the bundles' prompts (one tokenizer for all of them)."""
+    builder = BundleModel(bundles["fp32"], threads=1).model.prompt_builder()
+    return reference_run(reference_model, builder, "chunked", clips=CLIPS)
+
+
+# evaluate() is reference_run() + score(); test_reference_run_scores_like_evaluate pins that both
+# give the same numbers. The reference runs (greedy answers + logits, the slow part) are the same
+# for every bundle scored against them, so each is computed once per module.
+@pytest.fixture(scope="module")
+def checkpoint_run(reference, bundles):
+    return _run_of(reference, bundles)
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle_run(bundles):
+    return _run_of(BundleModel(bundles["fp32"], threads=1), bundles)
 
 
 def test_metrics_equal_torch():
@@ -64,9 +83,9 @@ def test_first_divergence():
     assert first_divergence([4, 2], [1, 2]) == 0
 
 
-def test_fp32_bundle_matches_reference_exactly(bundles, reference):
+def test_fp32_bundle_matches_reference_exactly(bundles, checkpoint_run):
     """The metric's own check: fp32 bundle == torch reference up to rounding."""
-    result = evaluate(BundleModel(bundles["fp32"], threads=1), reference, clips=CLIPS)
+    result = score(BundleModel(bundles["fp32"], threads=1), checkpoint_run)
     s = result.summary
     assert s["cases"] == 6 and s["positions"] == 6 * 32
     assert s["top1"] == 1.0
@@ -76,13 +95,13 @@ def test_fp32_bundle_matches_reference_exactly(bundles, reference):
     assert {c.clip_seconds for c in result.cases} == {2.5, 10.0}
 
 
-def test_quantized_bundles_vs_checkpoint_and_fp32_bundle(bundles, reference):
+def test_quantized_bundles_vs_checkpoint_and_fp32_bundle(bundles, checkpoint_run, fp32_bundle_run):
     results = {}
     for quant in ("int8", "int4"):
         model = BundleModel(bundles[quant], threads=1)
-        results[quant] = evaluate(model, reference, clips=CLIPS).summary
+        results[quant] = score(model, checkpoint_run).summary
         # The fp32 bundle is the reference up to rounding, so it gives the same numbers.
-        via_bundle = evaluate(model, BundleModel(bundles["fp32"], threads=1), clips=CLIPS).summary
+        via_bundle = score(model, fp32_bundle_run).summary
         assert via_bundle["top1"] == pytest.approx(results[quant]["top1"], abs=1 / 192 + 1e-9)
         assert via_bundle["kl"] == pytest.approx(results[quant]["kl"], rel=1e-2)
     print("eval-quant vs checkpoint (tiny):", results)
@@ -99,8 +118,6 @@ def test_quantized_bundles_vs_checkpoint_and_fp32_bundle(bundles, reference):
 
 def test_reference_run_scores_like_evaluate(bundles, reference):
     """One reference run scored against a bundle gives evaluate()'s numbers, and can be reused."""
-    from edge_moss_quant.eval import reference_run, score
-
     model = BundleModel(bundles["int4"], threads=1)
     run = reference_run(reference, model.model.prompt_builder(), model.encoder_mode, clips=1,
                         answer_tokens=8)

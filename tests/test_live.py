@@ -38,6 +38,12 @@ def speech(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def short_speech(tmp_path_factory):
+    """Three short utterances (the first ends ~4 s in, the clip at ~9 s)."""
+    return make_speech_wav(tmp_path_factory.mktemp("live") / "short.wav")
+
+
+@pytest.fixture(scope="module")
 def bundle(tiny_checkpoint, bundle_factory):
     return bundle_factory(tiny_checkpoint, "fp32", "chunked")
 
@@ -184,9 +190,11 @@ def test_listen_cli_json_transcript_and_latency(tmp_path, bundle, speech):
     assert "end of speech -> final text" in err and "real-time factor" in err
 
 
-def test_kill_9_leaves_the_transcript_whole(tmp_path, bundle, speech):
+def test_kill_9_leaves_the_transcript_whole(tmp_path, bundle, short_speech):
+    # The short clip: its first final comes ~4 s in (the long one's after ~10 s) and two more
+    # utterances are still to come when the process is killed.
     transcript = tmp_path / "t.jsonl"
-    proc = listen_cli("--input", str(speech), "--realtime", "--model", str(bundle),
+    proc = listen_cli("--input", str(short_speech), "--realtime", "--model", str(bundle),
                       "--transcript", str(transcript), "--max-new-tokens", str(TOKENS))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -209,14 +217,20 @@ def test_microphone_run_equals_its_replay_and_finds_the_files_utterances(tmp_pat
     import system_deps
     from pulse_rig import PulseRig
 
+    system_deps.require(*system_deps.PULSE_RIG)  # first: sounddevice cannot load without PortAudio
     system_deps.importorskip("sounddevice", "live")
-    system_deps.require(*system_deps.PULSE_RIG)
     cap = tmp_path / "cap.wav"
     with PulseRig() as rig:
         env = dict(os.environ, **rig.env)
         proc = listen_cli("--mic", "--mic-device", "pulse", "--save-audio", str(cap), "--json",
                           "--model", str(bundle), "--max-new-tokens", str(TOKENS), env=env)
-        time.sleep(4.0)  # model load + stream start
+        # Play once the model is loaded and the capture is flowing: --save-audio is opened
+        # after the model loads and grows with every captured block (a fixed sleep was 4 s).
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not (
+                cap.exists() and cap.stat().st_size > 64 * 1024):
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1]
         player = rig.play(speech)
         player.wait(timeout=120)
         time.sleep(1.5)

@@ -14,7 +14,7 @@ from edge_moss_export.reference import MossAudioReference  # noqa: E402
 from edge_moss_quant.eval import eval_clip  # noqa: E402
 
 
-def test_float32_math_row_matches_the_reference(tiny_checkpoint, tmp_path):
+def test_float32_math_row_matches_the_reference(tiny_checkpoint, bundle_factory):
     from edge_runtime.model_facts import AUDIO_TOKEN_ID
 
     torch.set_num_threads(1)
@@ -37,9 +37,7 @@ def test_float32_math_row_matches_the_reference(tiny_checkpoint, tmp_path):
                                                         stop_ids=())
 
     # a bundle's dequantized int4 weights in the same model: close, but not equal
-    from edge_moss_export.bundle_export import ExportOptions, export_bundle
-
-    bundle = export_bundle(tiny_checkpoint, tmp_path / "b", ExportOptions(quant="int4", progress=False))
+    bundle = bundle_factory(tiny_checkpoint, "int4", "chunked")  # the session's int4 bundle
     quantized = TorchRow(tiny_checkpoint, "chunked", weights=f"bundle:{bundle}")
     q = quantized.teacher_forced(prompt, answer, audio)
     rel = np.linalg.norm(q - want) / np.linalg.norm(want)

@@ -59,9 +59,15 @@ def test_full_and_chunked_bundles_differ_on_long_clips(tiny_checkpoint, bundle_f
     assert not np.allclose(a.embeds, b.embeds, atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def small_reference(small_checkpoint):
+    return MossAudioReference.from_checkpoint(small_checkpoint)
+
+
 @pytest.mark.parametrize("mode", ["chunked", "full"])
-def test_fp32_bundle_greedy_tokens_equal_reference_small(small_checkpoint, bundle_factory, mode):
-    ref = MossAudioReference.from_checkpoint(small_checkpoint)
+def test_fp32_bundle_greedy_tokens_equal_reference_small(small_checkpoint, small_reference,
+                                                         bundle_factory, mode):
+    ref = small_reference
     model = EdgeMoss(bundle_factory(small_checkpoint, "fp32", mode), threads=1)
     clip = test_clip(9.5, 4)
     expected = reference_tokens(ref, model, clip, mode)

@@ -29,3 +29,15 @@ def test_present_packages_pass(monkeypatch):
     monkeypatch.setattr(system_deps.shutil, "which", lambda name: f"/usr/bin/{name}")
     system_deps.require("pulseaudio", "pulseaudio-utils", "espeak-ng", "sox")
     assert system_deps.importorskip("json", "test").dumps([]) == "[]"
+
+
+def test_a_package_without_its_system_library_skips(monkeypatch, tmp_path):
+    """sounddevice raises OSError (not ImportError) when libportaudio2 is absent."""
+    monkeypatch.delenv("CI", raising=False)
+    (tmp_path / "needs_a_library.py").write_text("raise OSError('PortAudio library not found')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(pytest.skip.Exception, match=r"needs_a_library cannot load .*PortAudio"):
+        system_deps.importorskip("needs_a_library", "live")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"PortAudio.*CI=true"):
+        system_deps.importorskip("needs_a_library", "live")
