@@ -84,6 +84,11 @@ class UtteranceDecoder:
         self.last_token_ids: list[int] = []
         self._spec: _Speculation | None = None
 
+    def prepare(self) -> None:
+        """Make the model ready before audio arrives: wait for the decoder's background load and
+        prefill the shared prompt prefix, so that the first utterance does not pay for them."""
+        self.model.lm.start_from_prefix(self.builder.prefix_ids())
+
     def begin(self) -> None:
         self._spec = None
         self.model.lm.start_from_prefix(self.builder.prefix_ids())
@@ -264,6 +269,11 @@ class LiveTranscriber:
         self._next_partial = 0
         self._index = 0
 
+    def warm_up(self) -> None:
+        """Load what the first utterance would otherwise wait for (see UtteranceDecoder.prepare);
+        call it before the audio starts, e.g. before opening a microphone."""
+        self.utterance.prepare()
+
     @property
     def samples_seen(self) -> int:
         return self._buffer_start + self._buffer.size
@@ -353,6 +363,10 @@ class LiveTranscriber:
         if self.samples_seen < tentative:
             return
         start = self.endpointer.utterance_start
+        # The audio before tentative - END_REFINE_SAMPLES belongs to the utterance whether the
+        # silence lasts or not: feed it first, so that the fed point (which bounds refine_end)
+        # is the one the endpoint will see and the speculation is not redone one block later.
+        self._feed_to(tentative - END_REFINE_SAMPLES)
         fed = max(self._fed, start)
         end = self._refined_end(start, tentative, fed)
         key = (start, tentative, fed, end)

@@ -111,6 +111,56 @@ def test_speculative_tail_gives_the_same_finals_as_offline(bundle, speech, tmp_p
             assert any(key[0] == first_start and key[3] < first_end for key in dropped)
 
 
+@pytest.mark.parametrize("block", [480, 100])
+def test_speculation_is_done_once_per_utterance_and_kept(bundle, speech, monkeypatch, block):
+    """Small blocks (a microphone's 30 ms) reach the tentative end before the committed fed point
+    has caught up with it: the speculation must still be made once, on the fed point the
+    endpoint will use, and then adopted, not dropped and redone a block later."""
+    model = EdgeMoss(bundle, threads=1)
+    made, dropped = [], []
+    real_speculate, real_drop = UtteranceDecoder.speculate, UtteranceDecoder.drop_speculation
+
+    def counting_speculate(self, samples, key):
+        made.append(key)
+        real_speculate(self, samples, key)
+
+    def counting_drop(self):
+        if self._spec is not None:
+            dropped.append(self._spec.key)
+        real_drop(self)
+
+    monkeypatch.setattr(UtteranceDecoder, "speculate", counting_speculate)
+    monkeypatch.setattr(UtteranceDecoder, "drop_speculation", counting_drop)
+    spec, spec_live = live_run(model, speech, block_sizes=(block,), speculate=True)
+    assert len(spec_live.utterances) == 3
+    # Each assumed end (utterance start, tentative end) is speculated on once; the pauses inside
+    # the long sentence are speculated on and dropped, the three real ends are adopted.
+    ends = [key[:2] for key in made]
+    assert len(ends) == len(set(ends)), made
+    assert len(made) - len(dropped) == 3 and set(dropped) <= set(made), (made, dropped)
+    assert all(e.speculated for e in spec)
+    plain, plain_live = live_run(model, speech, block_sizes=(block,), speculate=False)
+    assert plain_live.utterances == spec_live.utterances
+    assert [(e.start, e.end, e.text) for e in spec] == [(e.start, e.end, e.text) for e in plain]
+
+
+def test_warm_up_loads_the_decoder_and_prefix_without_changing_the_finals(bundle, speech):
+    model = EdgeMoss(bundle, threads=1)
+    finals = []
+    live = LiveTranscriber(model, finals.append, max_new_tokens=TOKENS)
+    assert model._decoder is None  # still loading (or loaded but not yet asked for)
+    live.warm_up()
+    prefix = live.utterance.builder.prefix_ids()
+    assert model._decoder is not None and model.lm.length == len(prefix)
+    audio = sf.read(speech, dtype="float32")[0]
+    for i in range(0, audio.size, 480):
+        live.process(audio[i:i + 480])
+    live.close()
+    cold, _ = live_run(EdgeMoss(bundle, threads=1), speech)
+    assert [e.to_dict() | {"latency_s": 0} for e in finals] == \
+        [e.to_dict() | {"latency_s": 0} for e in cold]
+
+
 def test_incremental_prefill_gives_the_tokens_of_a_whole_prefill(bundle):
     model = EdgeMoss(bundle, threads=1)
     rng = np.random.default_rng(3)
