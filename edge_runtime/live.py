@@ -141,6 +141,11 @@ class UtteranceDecoder:
             self.drop_speculation()
         return self._spec is not None
 
+    @property
+    def holding_speculation(self) -> bool:
+        """Whether a speculated tail waits past the committed cache length."""
+        return self._spec is not None
+
     def drop_speculation(self) -> None:
         """Speech went on (or the end differs): forget the speculative positions."""
         if self._spec is not None:
@@ -387,6 +392,10 @@ class LiveTranscriber:
         if not (self.partial_every and self.utterance.active):
             return
         if self._fed < self._next_partial:
+            return
+        # In trailing silence with the tail already speculated, the final is near: a partial
+        # would roll the speculation back and make it be done again.
+        if self.utterance.holding_speculation:
             return
         # Partials are a luxury: skip them while the machine is behind real time.
         if self.stats.real_time_factor > 0.8:

@@ -42,10 +42,16 @@ def bundle(tiny_checkpoint, bundle_factory):
     return bundle_factory(tiny_checkpoint, "fp32", "chunked")
 
 
-def live_run(model, path, block_sizes=(480,), speculate=True):
-    """Push a file through LiveTranscriber in blocks of the given sizes (cycled)."""
+def live_run(model, path, block_sizes=(480,), speculate=True, partial_every_s=None):
+    """Push a file through LiveTranscriber in blocks of the given sizes (cycled); the finals."""
     finals = []
-    live = LiveTranscriber(model, finals.append, max_new_tokens=TOKENS, speculate=speculate)
+
+    def on_event(event):
+        if event.type == "final":
+            finals.append(event)
+
+    live = LiveTranscriber(model, on_event, max_new_tokens=TOKENS, speculate=speculate,
+                           partial_every_s=partial_every_s)
     audio = sf.read(path, dtype="float32")[0]
     i = k = 0
     while i < audio.size:
@@ -111,11 +117,26 @@ def test_speculative_tail_gives_the_same_finals_as_offline(bundle, speech, tmp_p
             assert any(key[0] == first_start and key[3] < first_end for key in dropped)
 
 
-@pytest.mark.parametrize("block", [480, 100])
-def test_speculation_is_done_once_per_utterance_and_kept(bundle, speech, monkeypatch, block):
+# The live benchmark's two short utterances (benchmarks/edge_fit.py LIVE_SSML).
+SSML_TWO = ("<speak>Please book a table for four people at seven tonight."
+            '<break time="1500ms"/>And remind me to call the dentist tomorrow morning.</speak>')
+
+
+@pytest.fixture(scope="module")
+def two_short(tmp_path_factory):
+    return make_speech_wav(tmp_path_factory.mktemp("live") / "two.wav", SSML_TWO, lead_s=0.5,
+                           tail_s=1.5)
+
+
+@pytest.mark.parametrize("clip,block,partials,count", [("speech", 480, None, 3),
+                                                       ("speech", 100, None, 3),
+                                                       ("two_short", 1600, 0.1, 2)])
+def test_speculation_is_done_once_per_utterance_and_kept(bundle, request, monkeypatch, clip,
+                                                         block, partials, count):
     """Small blocks (a microphone's 30 ms) reach the tentative end before the committed fed point
     has caught up with it: the speculation must still be made once, on the fed point the
-    endpoint will use, and then adopted, not dropped and redone a block later."""
+    endpoint will use, and then adopted, not dropped and redone a block later (nor rolled back
+    by a partial hypothesis)."""
     model = EdgeMoss(bundle, threads=1)
     made, dropped = [], []
     real_speculate, real_drop = UtteranceDecoder.speculate, UtteranceDecoder.drop_speculation
@@ -131,17 +152,24 @@ def test_speculation_is_done_once_per_utterance_and_kept(bundle, speech, monkeyp
 
     monkeypatch.setattr(UtteranceDecoder, "speculate", counting_speculate)
     monkeypatch.setattr(UtteranceDecoder, "drop_speculation", counting_drop)
-    spec, spec_live = live_run(model, speech, block_sizes=(block,), speculate=True)
-    assert len(spec_live.utterances) == 3
+    speech = request.getfixturevalue(clip)
+    spec, spec_live = live_run(model, speech, block_sizes=(block,), speculate=True,
+                               partial_every_s=partials)
+    assert len(spec_live.utterances) == count
     # Each assumed end (utterance start, tentative end) is speculated on once; the pauses inside
-    # the long sentence are speculated on and dropped, the three real ends are adopted.
+    # the long sentence are speculated on and dropped, the real ends are adopted.
     ends = [key[:2] for key in made]
     assert len(ends) == len(set(ends)), made
-    assert len(made) - len(dropped) == 3 and set(dropped) <= set(made), (made, dropped)
+    assert len(made) - len(dropped) == count and set(dropped) <= set(made), (made, dropped)
     assert all(e.speculated for e in spec)
-    plain, plain_live = live_run(model, speech, block_sizes=(block,), speculate=False)
+    plain, plain_live = live_run(model, speech, block_sizes=(block,), speculate=False,
+                                 partial_every_s=partials)
     assert plain_live.utterances == spec_live.utterances
     assert [(e.start, e.end, e.text) for e in spec] == [(e.start, e.end, e.text) for e in plain]
+    windows = [(a / SR, b / SR) for a, b in spec_live.utterances]
+    segments, _ = model.transcribe(speech, windows=windows, front_end="streaming",
+                                   max_new_tokens=TOKENS)
+    assert [(e.start, e.end, e.text) for e in spec] == [(s.start, s.end, s.text) for s in segments]
 
 
 def test_warm_up_loads_the_decoder_and_prefix_without_changing_the_finals(bundle, speech):
