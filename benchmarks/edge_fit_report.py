@@ -195,12 +195,13 @@ def _live_table(data: dict[str, Any]) -> list[str]:
            "the speculative tail or the previous utterance's decode); the model is loaded and its "
            "prompt prefix prefilled before the audio starts (`LiveTranscriber.warm_up`, as `listen` "
            "does).", "",
-           "| mode | utterance | tail speculated | end of speech → final s | of which queued s | tokens | decode s (est.) | rest s | target rest |",
+           "| mode | utterance | tail speculated | end of speech → final s | of which queued s | tokens | decode s | rest s | target rest |",
            "|---|---|---|---|---|---|---|---|---|"]
     for mode in ("speculative", "plain"):
         for f in (live.get(mode) or {}).get("finals", []):
             ntok = f.get("n_tokens")
-            dsec = ntok / dec if (ntok and dec) else None
+            # the final's own decode loop, timed in the run; else estimated from the decode rate
+            dsec = f.get("decode_s") or (ntok / dec if (ntok and dec) else None)
             rest = f["end_to_final_s"] - dsec if dsec is not None else None
             queued = f["end_to_final_s"] - f["latency_s"] if "latency_s" in f else None
             out.append(f"| {mode} | {f['utterance']} | {f.get('speculated')} | {f['end_to_final_s']:.2f} | "

@@ -82,6 +82,7 @@ class UtteranceDecoder:
         self.max_new_tokens = max_new_tokens
         self.active = False
         self.last_token_ids: list[int] = []
+        self.last_decode_s = 0.0  # wall time of the last decode loop (to split latencies)
         self._spec: _Speculation | None = None
 
     def prepare(self) -> None:
@@ -178,6 +179,7 @@ class UtteranceDecoder:
     def _decode(self, logits: np.ndarray, max_new_tokens: int) -> str:
         result = self.model.lm.decode(logits, self.model.decode_settings(max_new_tokens).options())
         self.last_token_ids = result.token_ids
+        self.last_decode_s = result.decode_s
         return self.model.tokenizer.decode(result.token_ids, skip_special_tokens=True)
 
     def partial(self, max_new_tokens: int = 32) -> str:
