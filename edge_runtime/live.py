@@ -92,7 +92,7 @@ class UtteranceDecoder:
 
     def begin(self) -> None:
         self._spec = None
-        self.model.lm.start_from_prefix(self.builder.prefix_ids())
+        self.prepare()
         self.mel = StreamingLogMel(floor="running")
         self.frames = np.zeros((facts.N_MELS, 0), dtype=np.float32)
         self.chunks_done = 0
