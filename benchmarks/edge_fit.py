@@ -165,11 +165,13 @@ def live_paced(args: dict[str, Any]) -> dict[str, Any]:
         def on_event(event, finals=finals, t0=t0, holder=holder):
             if event.type == "final":
                 finals.append({"wall_s": time.perf_counter() - t0[0], **event.to_dict(),
-                               "n_tokens": len(holder[0].utterance.last_token_ids)})
+                               "n_tokens": len(holder[0].utterance.last_token_ids),
+                               "decode_s": round(holder[0].utterance.last_decode_s, 4)})
 
         live = LiveTranscriber(model, on_event, timestamps=False, max_new_tokens=args["new_tokens"],
                                speculate=(mode == "speculative"))
         holder.append(live)
+        live.warm_up()  # as `listen` does before it reads audio: the decoder's load is not timed
         block = 1600
         t0[0] = time.perf_counter()
         for i in range(0, audio.size, block):

@@ -82,11 +82,17 @@ class UtteranceDecoder:
         self.max_new_tokens = max_new_tokens
         self.active = False
         self.last_token_ids: list[int] = []
+        self.last_decode_s = 0.0  # wall time of the last decode loop (to split latencies)
         self._spec: _Speculation | None = None
+
+    def prepare(self) -> None:
+        """Make the model ready before audio arrives: wait for the decoder's background load and
+        prefill the shared prompt prefix, so that the first utterance does not pay for them."""
+        self.model.lm.start_from_prefix(self.builder.prefix_ids())
 
     def begin(self) -> None:
         self._spec = None
-        self.model.lm.start_from_prefix(self.builder.prefix_ids())
+        self.prepare()
         self.mel = StreamingLogMel(floor="running")
         self.frames = np.zeros((facts.N_MELS, 0), dtype=np.float32)
         self.chunks_done = 0
@@ -136,6 +142,11 @@ class UtteranceDecoder:
             self.drop_speculation()
         return self._spec is not None
 
+    @property
+    def holding_speculation(self) -> bool:
+        """Whether a speculated tail waits past the committed cache length."""
+        return self._spec is not None
+
     def drop_speculation(self) -> None:
         """Speech went on (or the end differs): forget the speculative positions."""
         if self._spec is not None:
@@ -168,6 +179,7 @@ class UtteranceDecoder:
     def _decode(self, logits: np.ndarray, max_new_tokens: int) -> str:
         result = self.model.lm.decode(logits, self.model.decode_settings(max_new_tokens).options())
         self.last_token_ids = result.token_ids
+        self.last_decode_s = result.decode_s
         return self.model.tokenizer.decode(result.token_ids, skip_special_tokens=True)
 
     def partial(self, max_new_tokens: int = 32) -> str:
@@ -264,6 +276,11 @@ class LiveTranscriber:
         self._next_partial = 0
         self._index = 0
 
+    def warm_up(self) -> None:
+        """Load what the first utterance would otherwise wait for (see UtteranceDecoder.prepare);
+        call it before the audio starts, e.g. before opening a microphone."""
+        self.utterance.prepare()
+
     @property
     def samples_seen(self) -> int:
         return self._buffer_start + self._buffer.size
@@ -353,6 +370,10 @@ class LiveTranscriber:
         if self.samples_seen < tentative:
             return
         start = self.endpointer.utterance_start
+        # The audio before tentative - END_REFINE_SAMPLES belongs to the utterance whether the
+        # silence lasts or not: feed it first, so that the fed point (which bounds refine_end)
+        # is the one the endpoint will see and the speculation is not redone one block later.
+        self._feed_to(tentative - END_REFINE_SAMPLES)
         fed = max(self._fed, start)
         end = self._refined_end(start, tentative, fed)
         key = (start, tentative, fed, end)
@@ -373,6 +394,10 @@ class LiveTranscriber:
         if not (self.partial_every and self.utterance.active):
             return
         if self._fed < self._next_partial:
+            return
+        # In trailing silence with the tail already speculated, the final is near: a partial
+        # would roll the speculation back and make it be done again.
+        if self.utterance.holding_speculation:
             return
         # Partials are a luxury: skip them while the machine is behind real time.
         if self.stats.real_time_factor > 0.8:

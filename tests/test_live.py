@@ -48,10 +48,16 @@ def bundle(tiny_checkpoint, bundle_factory):
     return bundle_factory(tiny_checkpoint, "fp32", "chunked")
 
 
-def live_run(model, path, block_sizes=(480,), speculate=True):
-    """Push a file through LiveTranscriber in blocks of the given sizes (cycled)."""
+def live_run(model, path, block_sizes=(480,), speculate=True, partial_every_s=None):
+    """Push a file through LiveTranscriber in blocks of the given sizes (cycled); the finals."""
     finals = []
-    live = LiveTranscriber(model, finals.append, max_new_tokens=TOKENS, speculate=speculate)
+
+    def on_event(event):
+        if event.type == "final":
+            finals.append(event)
+
+    live = LiveTranscriber(model, on_event, max_new_tokens=TOKENS, speculate=speculate,
+                           partial_every_s=partial_every_s)
     audio = sf.read(path, dtype="float32")[0]
     i = k = 0
     while i < audio.size:
@@ -115,6 +121,78 @@ def test_speculative_tail_gives_the_same_finals_as_offline(bundle, speech, tmp_p
             # the short pause was speculated on, then speech resumed inside the same utterance
             first_start, first_end = spec_live.utterances[0]
             assert any(key[0] == first_start and key[3] < first_end for key in dropped)
+
+
+# The live benchmark's two short utterances (benchmarks/edge_fit.py LIVE_SSML).
+SSML_TWO = ("<speak>Please book a table for four people at seven tonight."
+            '<break time="1500ms"/>And remind me to call the dentist tomorrow morning.</speak>')
+
+
+@pytest.fixture(scope="module")
+def two_short(tmp_path_factory):
+    return make_speech_wav(tmp_path_factory.mktemp("live") / "two.wav", SSML_TWO, lead_s=0.5,
+                           tail_s=1.5)
+
+
+@pytest.mark.parametrize("clip,block,partials,count", [("speech", 480, None, 3),
+                                                       ("speech", 100, None, 3),
+                                                       ("two_short", 1600, 0.1, 2)])
+def test_speculation_is_done_once_per_utterance_and_kept(bundle, request, monkeypatch, clip,
+                                                         block, partials, count):
+    """Small blocks (a microphone's 30 ms) reach the tentative end before the committed fed point
+    has caught up with it: the speculation must still be made once, on the fed point the
+    endpoint will use, and then adopted, not dropped and redone a block later (nor rolled back
+    by a partial hypothesis)."""
+    model = EdgeMoss(bundle, threads=1)
+    made, dropped = [], []
+    real_speculate, real_drop = UtteranceDecoder.speculate, UtteranceDecoder.drop_speculation
+
+    def counting_speculate(self, samples, key):
+        made.append(key)
+        real_speculate(self, samples, key)
+
+    def counting_drop(self):
+        if self._spec is not None:
+            dropped.append(self._spec.key)
+        real_drop(self)
+
+    monkeypatch.setattr(UtteranceDecoder, "speculate", counting_speculate)
+    monkeypatch.setattr(UtteranceDecoder, "drop_speculation", counting_drop)
+    speech = request.getfixturevalue(clip)
+    spec, spec_live = live_run(model, speech, block_sizes=(block,), speculate=True,
+                               partial_every_s=partials)
+    assert len(spec_live.utterances) == count
+    # Each assumed end (utterance start, tentative end) is speculated on once; the pauses inside
+    # the long sentence are speculated on and dropped, the real ends are adopted.
+    ends = [key[:2] for key in made]
+    assert len(ends) == len(set(ends)), made
+    assert len(made) - len(dropped) == count and set(dropped) <= set(made), (made, dropped)
+    assert all(e.speculated for e in spec)
+    plain, plain_live = live_run(model, speech, block_sizes=(block,), speculate=False,
+                                 partial_every_s=partials)
+    assert plain_live.utterances == spec_live.utterances
+    assert [(e.start, e.end, e.text) for e in spec] == [(e.start, e.end, e.text) for e in plain]
+    windows = [(a / SR, b / SR) for a, b in spec_live.utterances]
+    segments, _ = model.transcribe(speech, windows=windows, front_end="streaming",
+                                   max_new_tokens=TOKENS)
+    assert [(e.start, e.end, e.text) for e in spec] == [(s.start, s.end, s.text) for s in segments]
+
+
+def test_warm_up_loads_the_decoder_and_prefix_without_changing_the_finals(bundle, speech):
+    model = EdgeMoss(bundle, threads=1)
+    finals = []
+    live = LiveTranscriber(model, finals.append, max_new_tokens=TOKENS)
+    assert model._decoder is None  # still loading (or loaded but not yet asked for)
+    live.warm_up()
+    prefix = live.utterance.builder.prefix_ids()
+    assert model._decoder is not None and model.lm.length == len(prefix)
+    audio = sf.read(speech, dtype="float32")[0]
+    for i in range(0, audio.size, 480):
+        live.process(audio[i:i + 480])
+    live.close()
+    cold, _ = live_run(EdgeMoss(bundle, threads=1), speech)
+    assert [e.to_dict() | {"latency_s": 0} for e in finals] == \
+        [e.to_dict() | {"latency_s": 0} for e in cold]
 
 
 def test_incremental_prefill_gives_the_tokens_of_a_whole_prefill(bundle):

@@ -150,6 +150,7 @@ def run(args) -> int:
                                timestamps=not args.no_timestamps,
                                partial_every_s=args.partial_every if args.partials else None,
                                max_new_tokens=options.max_new_tokens)
+        live.warm_up()
         if args.mic and not args.json:
             print("listening (Ctrl-C to stop)…", file=sys.stderr)
         status, message, warned = 0, None, False

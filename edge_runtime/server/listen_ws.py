@@ -129,10 +129,12 @@ async def _session(websocket: WebSocket, engine) -> None:
 
     def start(job):
         lane = engine.model.with_own_cache(engine.live_context)
-        return LiveTranscriber(lane, events.append, endpoint=cfg["endpoint"],
+        live = LiveTranscriber(lane, events.append, endpoint=cfg["endpoint"],
                                timestamps=bool(cfg["timestamps"]),
                                partial_every_s=cfg["partial_every"] if cfg["partials"] else None,
                                max_new_tokens=cfg["max_new_tokens"])
+        live.warm_up()  # the prompt prefix into the lane's cache before audio, not at speech start
+        return live
 
     live = await engine.run(start, bounded=False)
 
