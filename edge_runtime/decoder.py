@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import BundleError, EdgeMossError
-from .ort_session import FAST_LOAD_OPTIMIZATION, make_session
+from .ort_session import make_session
 from .providers import session_device, warn_once
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -93,18 +93,6 @@ def _resolve_dims(dims: Any, session: ort.InferenceSession) -> DecoderDims:
     return found
 
 
-def _decoder_session(model_path: str | Path, device: str, threads: int | None) -> ort.InferenceSession:
-    """The decoder's session; on the CPU at the quicker-to-build level when its activations are
-    float32 (a CUDA-targeted fp16 graph run on the CPU needs every level: see ort_session)."""
-    if device != "cpu":
-        return make_session(model_path, device=device, threads=threads)
-    session = make_session(model_path, device=device, threads=threads, optimization=FAST_LOAD_OPTIMIZATION)
-    if _input_dtype(session, "past_key_values.0.key") == np.float32:
-        return session
-    del session
-    return make_session(model_path, device=device, threads=threads)
-
-
 class Decoder:
     """Owns the decoder session and its KV cache; `forward` appends tokens to the cache."""
 
@@ -118,12 +106,11 @@ class Decoder:
         and refresh them with update_inplace (None: yes on CUDA, no on CPU, where numpy buffers
         aliased by the binding are cheaper; True on CPU runs the CUDA code path on the host).
         """
-        self.session = session or _decoder_session(model_path, device, threads)
+        self.session = session or make_session(model_path, device=device, threads=threads)
         if (session is None and session_device(self.session) == "cuda"
                 and _input_dtype(self.session, "past_key_values.0.key") == np.float32):
             warn_once(FP32_CACHE_ON_CUDA)
-            self.session = make_session(model_path, device="cpu", threads=threads,
-                                        optimization=FAST_LOAD_OPTIMIZATION)
+            self.session = make_session(model_path, device="cpu", threads=threads)
         self.dims = _resolve_dims(dims, self.session)
         if max_context > self.dims.max_positions:
             raise ContextLengthError(

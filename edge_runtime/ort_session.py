@@ -4,11 +4,8 @@
   core's memory port and add nothing to a bandwidth-bound decode). On the 2-vCPU build VM, two
   threads decode and prefill about 2x faster than one (benchmarks/RESULTS.md, thread sweep);
 - inter-op 1 (the graphs are sequential), spin-waiting off (no 100 % CPU between tokens);
-- all graph optimizations by default; the decoder on the CPU with float32 activations asks for
-  ORT's "extended" level instead (FAST_LOAD_OPTIMIZATION): it is exported already fused
-  (MatMulNBits, GroupQueryAttention), its optimized graph is node for node the same at the last
-  level (layout transformations), which only lengthens its session creation. Not for fp16
-  activations: on the CPU that graph computes garbage below the last level (ORT 1.32; tests);
+- all graph optimizations by default (`optimization` picks another level: benchmarks only; an
+  fp16-activation decoder computes garbage on the CPU below the last level, ORT 1.32);
 - telemetry off; nothing here touches the network.
 """
 
@@ -83,7 +80,6 @@ OPTIMIZATION_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 DEFAULT_OPTIMIZATION = "all"
-FAST_LOAD_OPTIMIZATION = "extended"  # the CPU decoder with float32 activations (see above)
 
 
 def session_options(threads: int | None = None, cpu_arena: bool = True, mem_pattern: bool = True,
