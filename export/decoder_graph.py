@@ -193,8 +193,9 @@ def build_decoder(source: Any, cfg: MossAudioConfig, out_path: str | Path, quant
     block_size: quantization block along K (default 128). For int4 on the CPU, blocks of 128 are
     what fits the edge targets: ONNX Runtime holds a prepacked int4 weight with an fp32 scale
     and an fp32 block sum per block, 0.56 bytes per weight at 128 against 0.75 at 32 (4B decoder
-    held in 2.4 GiB instead of 3.5), and they prefill at least as fast as int8 (blocks of 32:
-    ~0.8x); blocks of 32 are ~1/3 lower in KL on random weights (benchmarks/QUANT_QUALITY.md).
+    held in 2.3 GiB instead of 3.5), and they prefill at least as fast as int8 (blocks of 32:
+    ~0.8x); blocks of 32 with an int8 lm_head are ~1/3 lower in KL on random weights at 4B
+    (benchmarks/QUANT_QUALITY.md).
     lm_head_quant: default int4 for int4 models (its block sums and scales as above; 0.2 GB
     held instead of 0.4 at 4B, measured +7 % KL on the small fixture), otherwise the same as
     quant; lm_head_bits (4, 8, 16, 32) is the same choice spelled as a bit width.
