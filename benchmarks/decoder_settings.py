@@ -59,7 +59,7 @@ def measure(graph: str, setting: str, threads: int, prefill: int, steps: int) ->
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.decoder_settings", description=__doc__.split("\n\n")[0])
     p.add_argument("bundle")
-    p.add_argument("settings", nargs="+", help="NAME=KEY=VALUE or NAME=level:LEVEL")
+    p.add_argument("settings", nargs="*", help="NAME=KEY=VALUE or NAME=level:LEVEL")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--prefill", type=int, default=428)
     p.add_argument("--steps", type=int, default=40)
@@ -73,11 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(graph, args.child[1], args.threads or default_threads(),
                                  args.prefill, args.steps)))
         return 0
+    if not args.settings:
+        p.error("name at least one setting")
     named = [s.partition("=")[::2] for s in args.settings]
     results: dict[str, list[dict]] = {name: [] for name, _ in named}
     for _ in range(args.rounds):
         for name, setting in named:
-            cmd = [sys.executable, "-m", "benchmarks.decoder_settings", args.bundle, "x=", "--child", name,
+            cmd = [sys.executable, "-m", "benchmarks.decoder_settings", args.bundle, "--child", name,
                    setting, "--prefill", str(args.prefill), "--steps", str(args.steps)]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]

@@ -95,12 +95,13 @@ def test_mse_search_never_worse_than_rtn(symmetric):
     assert e_mse.sum() < 0.99 * e_rtn.sum()
 
 
-def test_zero_and_constant_blocks():
+@pytest.mark.parametrize("method", ["mse", "lsq"])
+def test_zero_and_constant_blocks(method):
     w = np.zeros((4, 64), dtype=np.float32)
     w[1] = 3.0
     w[2, :32] = -1.5
     for symmetric in (True, False):
-        q = quantize_blockwise(w, 4, 32, symmetric, "mse")
+        q = quantize_blockwise(w, 4, 32, symmetric, method)
         assert np.all(np.isfinite(q.scales))
         np.testing.assert_allclose(dequantize_blockwise(q), w, atol=1e-6)
 
@@ -166,13 +167,3 @@ def test_lsq_search_never_worse_than_rtn_and_beats_mse(symmetric, block):
     exact = matmul_nbits_session(lsq, accuracy_level=0).run(None, {"A": a})[0]
     want = a @ dequantize_blockwise(lsq).T
     np.testing.assert_allclose(exact, want, rtol=0, atol=1e-5 * np.abs(want).max())
-
-
-def test_lsq_zero_and_constant_blocks():
-    w = np.zeros((4, 64), dtype=np.float32)
-    w[1] = 3.0
-    w[2, :32] = -1.5
-    for symmetric in (True, False):
-        q = quantize_blockwise(w, 4, 32, symmetric, "lsq")
-        assert np.all(np.isfinite(q.scales))
-        np.testing.assert_allclose(dequantize_blockwise(q), w, atol=1e-6)
